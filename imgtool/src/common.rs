@@ -1,0 +1,455 @@
+//! What every command shares: failure values and exit codes, option parsing
+//! with getopt's messages, `--object secret,...`, `--image-opts`, opening
+//! images with QEMU's error texts, and the progress display.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use imgformats::{BlockDriver, Error, OpenOpts};
+
+use crate::args::{self, Opt, Parsed};
+
+/// A command failure: a message for stderr (prefixed "qemu-img: ") and the
+/// exit code.
+#[derive(Debug)]
+pub struct Fail {
+    pub message: String,
+    pub code: u8,
+}
+
+impl Fail {
+    /// A failure with exit code 1.
+    pub fn msg(message: impl Into<String>) -> Fail {
+        Fail {
+            message: message.into(),
+            code: 1,
+        }
+    }
+
+    /// A failure with a chosen exit code.
+    pub fn code(message: impl Into<String>, code: u8) -> Fail {
+        Fail {
+            message: message.into(),
+            code,
+        }
+    }
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Fail {
+        Fail::msg(error_text(&e))
+    }
+}
+
+/// The result of a command: its exit code.
+pub type CmdResult = Result<u8, Fail>;
+
+/// QEMU-style text of a library error: I/O errors print the strerror text
+/// without Rust's "(os error N)".
+pub fn error_text(e: &Error) -> String {
+    match e {
+        Error::Io { path, source } => {
+            format!("{}: {}", path.display(), imgformats::os_error_text(source))
+        }
+        Error::RawIo(source) => imgformats::os_error_text(source),
+        other => other.to_string(),
+    }
+}
+
+/// Parses a command's options; on a getopt error prints it the way
+/// qemu-img does and fails with exit 1. `--help`/`-h` prints `help` and
+/// exits 0 (signalled by `Ok(None)`).
+pub fn parse_cmd(
+    cmd: &str,
+    argv: &[String],
+    spec: &[Opt],
+    help: &str,
+) -> Result<Option<Parsed>, Fail> {
+    let mut full: Vec<Opt> = spec.to_vec();
+    full.push(args::opt(Some('h'), Some("help"), false, "help"));
+    match args::parse(argv, &full) {
+        Ok(p) if p.has("help") => {
+            print!("{help}");
+            Ok(None)
+        }
+        Ok(p) => Ok(Some(p)),
+        Err(e) => {
+            eprintln!("qemu-img {cmd}: {e}\nTry 'qemu-img {cmd} --help' for more info");
+            Err(Fail::code("", 1))
+        }
+    }
+}
+
+/// The usage error every command prints for wrong positional arguments.
+pub fn usage_error(cmd: &str, msg: &str) -> Fail {
+    Fail::msg(format!("{msg}\nTry 'qemu-img {cmd} --help' for more info"))
+}
+
+/// Secrets given with `--object secret,id=...,data=...|file=...`.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    map: HashMap<String, Vec<u8>>,
+}
+
+impl Secrets {
+    /// Parses every `--object` argument. Only `secret` objects are known.
+    pub fn from_objects(objects: &[&str]) -> Result<Secrets, Fail> {
+        let mut s = Secrets::default();
+        for obj in objects {
+            let kv = split_opts(obj);
+            let mut typ = None;
+            let mut id = None;
+            let mut data = None;
+            let mut file = None;
+            let mut format = "raw".to_string();
+            for (i, (k, v)) in kv.iter().enumerate() {
+                match (i, k.as_str(), v) {
+                    (0, t, None) => typ = Some(t.to_string()),
+                    (_, "qom-type", Some(t)) => typ = Some(t.clone()),
+                    (_, "id", Some(v)) => id = Some(v.clone()),
+                    (_, "data", Some(v)) => data = Some(v.clone()),
+                    (_, "file", Some(v)) => file = Some(v.clone()),
+                    (_, "format", Some(v)) => format = v.clone(),
+                    (_, other, _) => {
+                        return Err(Fail::msg(format!(
+                            "Invalid parameter '{other}'"
+                        )))
+                    }
+                }
+            }
+            match typ.as_deref() {
+                Some("secret") => {}
+                Some(t) => {
+                    return Err(Fail::msg(format!(
+                        "Object type '{t}' is not supported by rqemu's qemu-img (only 'secret')"
+                    )))
+                }
+                None => return Err(Fail::msg("Parameter 'qom-type' is missing")),
+            }
+            let Some(id) = id else {
+                return Err(Fail::msg("Parameter 'id' is missing"));
+            };
+            let raw = match (data, file) {
+                (Some(d), None) => d.into_bytes(),
+                (None, Some(f)) => std::fs::read(&f).map_err(|e| {
+                    Fail::msg(format!(
+                        "Unable to read {f}: {}",
+                        imgformats::os_error_text(&e)
+                    ))
+                })?,
+                _ => {
+                    return Err(Fail::msg(
+                        "Either 'data' or 'file' must be provided, but not both",
+                    ))
+                }
+            };
+            let bytes = match format.as_str() {
+                "raw" => raw,
+                "base64" => base64_decode(&raw).ok_or_else(|| {
+                    Fail::msg(format!("Invalid base64 data in secret '{id}'"))
+                })?,
+                f => {
+                    return Err(Fail::msg(format!(
+                        "Parameter 'format' does not accept value '{f}'"
+                    )))
+                }
+            };
+            s.map.insert(id, bytes);
+        }
+        Ok(s)
+    }
+
+    /// Looks up a secret by id.
+    pub fn get(&self, id: &str) -> Result<Vec<u8>, Fail> {
+        self.map
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Fail::msg(format!("No secret with id '{id}'")))
+    }
+}
+
+fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for &c in input {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' | b'\n' | b'\r' => continue,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// Splits QEMU's `a=b,c=d` option syntax; `,,` escapes a comma. A bare
+/// word has no value.
+pub fn split_opts(s: &str) -> Vec<(String, Option<String>)> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ',' {
+            if chars.peek() == Some(&',') {
+                chars.next();
+                cur.push(',');
+            } else {
+                parts.push(std::mem::take(&mut cur));
+            }
+        } else {
+            cur.push(c);
+        }
+    }
+    parts.push(cur);
+    parts
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (p, None),
+        })
+        .collect()
+}
+
+/// What names an image on the command line: a file name, or with
+/// `--image-opts` an option string like `driver=qcow2,file.filename=x`.
+#[derive(Clone, Debug)]
+pub struct ImageSpec {
+    pub path: PathBuf,
+    pub fmt: Option<String>,
+    pub key_secret: Option<String>,
+}
+
+impl ImageSpec {
+    /// Builds the spec from a positional argument.
+    pub fn new(arg: &str, fmt: Option<&str>, image_opts: bool) -> Result<ImageSpec, Fail> {
+        if !image_opts {
+            return Ok(ImageSpec {
+                path: PathBuf::from(arg),
+                fmt: fmt.map(str::to_string),
+                key_secret: None,
+            });
+        }
+        if fmt.is_some() {
+            return Err(Fail::msg("--image-opts and --format are mutually exclusive"));
+        }
+        let mut path = None;
+        let mut driver = None;
+        let mut key = None;
+        for (k, v) in split_opts(arg) {
+            let v = v.unwrap_or_default();
+            match k.as_str() {
+                "driver" => driver = Some(v),
+                "file.filename" | "filename" => path = Some(v),
+                "file.driver" if v == "file" => {}
+                "encrypt.key-secret" => key = Some(v),
+                "file.locking" | "cache.direct" | "cache.no-flush" | "read-only"
+                | "force-share" | "file.aio" => {}
+                other => {
+                    return Err(Fail::msg(format!(
+                        "Block option '{other}' is not supported by rqemu's qemu-img"
+                    )))
+                }
+            }
+        }
+        let Some(path) = path else {
+            return Err(Fail::msg(
+                "The 'file' block driver requires a file name",
+            ));
+        };
+        Ok(ImageSpec {
+            path: PathBuf::from(path),
+            fmt: driver,
+            key_secret: key,
+        })
+    }
+
+    /// The name QEMU shows for the image.
+    pub fn display(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// Opening parameters shared by commands.
+#[derive(Debug, Default, Clone)]
+pub struct OpenParams {
+    pub writable: bool,
+    pub no_backing: bool,
+    pub cache: Option<imgformats::CacheMode>,
+}
+
+/// Opens an image (and its backing chain unless `no_backing`), producing
+/// QEMU's "Could not open 'x': ..." messages.
+pub fn open(
+    spec: &ImageSpec,
+    secrets: &Secrets,
+    p: &OpenParams,
+) -> Result<Box<dyn BlockDriver>, Fail> {
+    let key = match &spec.key_secret {
+        Some(id) => Some(secrets.get(id)?),
+        None => None,
+    };
+    let opts = OpenOpts {
+        writable: p.writable,
+        key,
+        no_backing: p.no_backing,
+    };
+    let name = spec.display();
+    let fmt = spec.fmt.as_deref();
+    if let Some(f) = fmt {
+        if imgformats::format(f).is_err() {
+            return Err(Fail::msg(format!(
+                "Could not open '{name}': Unknown driver '{f}'"
+            )));
+        }
+    }
+    let mut img = imgformats::open_chain(&spec.path, fmt, &opts).map_err(|e| {
+        let reason = match &e {
+            Error::Io { source, .. } => {
+                if source.kind() == std::io::ErrorKind::IsADirectory {
+                    format!("'file' driver requires '{name}' to be a regular file")
+                } else {
+                    format!(
+                        "Could not open '{name}': {}",
+                        imgformats::os_error_text(source)
+                    )
+                }
+            }
+            other => error_text(other),
+        };
+        Fail::msg(format!("Could not open '{name}': {reason}"))
+    })?;
+    if let Some(c) = p.cache {
+        set_cache(img.as_mut(), c);
+    }
+    Ok(img)
+}
+
+/// Applies a cache mode to a whole chain.
+pub fn set_cache(img: &mut dyn BlockDriver, cache: imgformats::CacheMode) {
+    img.file_mut().set_cache(cache);
+    if let Some(b) = img.backing() {
+        set_cache(b, cache);
+    }
+}
+
+/// Parses `-t`/`-T` cache modes.
+pub fn parse_cache(s: Option<&str>) -> Result<Option<imgformats::CacheMode>, Fail> {
+    match s {
+        None => Ok(None),
+        Some(v) => imgformats::CacheMode::parse(v)
+            .map(Some)
+            .map_err(|_| Fail::msg(format!("Invalid cache option: {v}"))),
+    }
+}
+
+/// `--output human|json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Human,
+    Json,
+}
+
+/// Parses `--output`.
+pub fn parse_output(s: Option<&str>) -> Result<OutputFormat, Fail> {
+    match s {
+        None | Some("human") => Ok(OutputFormat::Human),
+        Some("json") => Ok(OutputFormat::Json),
+        Some(_) => Err(Fail::msg(
+            "--output must be used with human or json as argument.\nTry 'qemu-img --help' for more info",
+        )),
+    }
+}
+
+/// The progress display of `-p`: "    (12.34/100%)" rewritten in place on
+/// stdout, as qemu-img prints it.
+pub struct Progress {
+    enabled: bool,
+    last: f64,
+}
+
+impl Progress {
+    /// A progress display, shown only if `enabled`.
+    pub fn new(enabled: bool) -> Progress {
+        let p = Progress {
+            enabled,
+            last: -1.0,
+        };
+        p.print(0.0);
+        p
+    }
+
+    fn print(&self, pct: f64) {
+        if self.enabled {
+            let mut out = std::io::stdout().lock();
+            let _ = write!(out, "    ({pct:.2}/100%)\r");
+            let _ = out.flush();
+        }
+    }
+
+    /// Reports progress as a fraction `done/total`; prints at most every 1%.
+    pub fn update(&mut self, done: u64, total: u64) {
+        if !self.enabled {
+            return;
+        }
+        let pct = if total == 0 {
+            100.0
+        } else {
+            (done as f64 * 100.0 / total as f64).min(100.0)
+        };
+        if pct - self.last >= 1.0 || (pct >= 100.0 && self.last < 100.0) {
+            self.last = pct;
+            self.print(pct);
+        }
+    }
+
+    /// Ends the display with 100% and a newline.
+    pub fn finish(&mut self) {
+        if self.enabled {
+            self.print(100.0);
+            println!();
+        }
+    }
+}
+
+/// Parses a size argument for `create`/`resize`: QEMU accepts `[0, 2^63)`.
+pub fn parse_image_size(s: &str) -> Result<u64, Fail> {
+    match imgformats::size::parse_size(s) {
+        Ok(v) if v <= i64::MAX as u64 => Ok(v),
+        Ok(_) => Err(Fail::msg(
+            "Invalid image size specified. Must be between 0 and 9223372036854775807.",
+        )),
+        Err(_) => {
+            if s.starts_with('-') {
+                Err(Fail::msg(
+                    "Invalid image size specified. Must be between 0 and 9223372036854775807.",
+                ))
+            } else if s.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.').len() > 1
+                || s.parse::<f64>().is_err()
+                    && !s.ends_with(|c: char| "bkKMGTPE".contains(c))
+            {
+                Err(Fail::msg(format!("Invalid image size specified: '{s}'.")))
+            } else {
+                Err(Fail::msg(
+                    "Invalid image size specified. Must be between 0 and 9223372036854775807.",
+                ))
+            }
+        }
+    }
+}
+
+/// Absolute form of a path for "actual path" displays.
+pub fn path_display(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -1,0 +1,58 @@
+//! `qemu-img`: the disk image utility, command-line compatible with QEMU's
+//! (`qemu-img --help`, QEMU's qemu-img manual). Each command lives in
+//! `cmd/<name>.rs`; the format work is in the `imgformats` library.
+
+mod args;
+mod cmd;
+mod common;
+
+use std::process::ExitCode;
+
+use common::Fail;
+
+const VERSION_TEXT: &str = "qemu-img version 10.0.2 (rqemu 0.1.0)\nCopyright (c) 2003-2025 Fabrice Bellard and the QEMU Project developers\n";
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let code = run(&argv);
+    ExitCode::from(code)
+}
+
+fn run(argv: &[String]) -> u8 {
+    let Some(cmd) = argv.get(1) else {
+        eprintln!("qemu-img: Not enough arguments\nTry 'qemu-img --help' for more info");
+        return 1;
+    };
+    let rest = &argv[2..];
+    let result = match cmd.as_str() {
+        "-h" | "--help" => {
+            print!("{}", cmd::help_text());
+            return 0;
+        }
+        "-V" | "--version" => {
+            print!("{VERSION_TEXT}");
+            return 0;
+        }
+        "create" => cmd::create::run(rest),
+
+
+        "bench" | "bitmap" => Err(Fail::msg(format!(
+            "'{cmd}' is not implemented yet in rqemu's qemu-img"
+        ))),
+        other => {
+            eprintln!(
+                "qemu-img: Command not found: {other}\nTry 'qemu-img --help' for more info"
+            );
+            return 1;
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            if !f.message.is_empty() {
+                eprintln!("qemu-img: {}", f.message);
+            }
+            f.code
+        }
+    }
+}
