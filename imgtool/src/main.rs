@@ -5,6 +5,7 @@
 mod args;
 mod cmd;
 mod common;
+mod copy;
 
 use std::process::ExitCode;
 
@@ -19,8 +20,12 @@ fn main() -> ExitCode {
 }
 
 fn run(argv: &[String]) -> u8 {
+    if let Some(a0) = argv.first() {
+        common::set_argv0(a0);
+    }
+    let a0 = common::argv0();
     let Some(cmd) = argv.get(1) else {
-        eprintln!("qemu-img: Not enough arguments\nTry 'qemu-img --help' for more info");
+        eprintln!("qemu-img: Not enough arguments\nTry '{a0} --help' for more info");
         return 1;
     };
     let rest = &argv[2..];
@@ -33,16 +38,20 @@ fn run(argv: &[String]) -> u8 {
             print!("{VERSION_TEXT}");
             return 0;
         }
+        "amend" => cmd::amend::run(rest),
+        "commit" => cmd::commit::run(rest),
+        "compare" => cmd::compare::run(rest),
+        "convert" => cmd::convert::run(rest),
         "create" => cmd::create::run(rest),
-
+        "dd" => cmd::dd::run(rest),
+        "rebase" => cmd::rebase::run(rest),
+        "resize" => cmd::resize::run(rest),
 
         "bench" | "bitmap" => Err(Fail::msg(format!(
             "'{cmd}' is not implemented yet in rqemu's qemu-img"
         ))),
         other => {
-            eprintln!(
-                "qemu-img: Command not found: {other}\nTry 'qemu-img --help' for more info"
-            );
+            eprintln!("qemu-img: Command not found: {other}\nTry '{a0} --help' for more info");
             return 1;
         }
     };

@@ -35,12 +35,18 @@ pub struct Measure {
     pub bitmaps: Option<u64>,
 }
 
+/// Computes `measure` for a format: options, virtual size, optional source.
+pub type MeasureFn = fn(&CreateOpts, u64, Option<&mut dyn BlockDriver>) -> Result<Measure>;
+
 /// How a format is created, opened, probed and measured.
 pub struct FormatOps {
     /// The format name as `-f` takes it.
     pub name: &'static str,
     /// Creation options, in the order `-o help` lists them.
     pub create_opts: &'static [OptDesc],
+    /// Options `amend` can change, in the order `amend -o help` lists them
+    /// (empty: the format does not support amendment).
+    pub amend_opts: &'static [OptDesc],
     /// Creates an image of the given virtual size.
     pub create: fn(&Path, u64, &CreateOpts) -> Result<()>,
     /// Opens an image over an already open host file.
@@ -48,7 +54,7 @@ pub struct FormatOps {
     /// Scores a file header (0 = not this format), as QEMU's probing does.
     pub probe: fn(&[u8]) -> u32,
     /// Computes the size needed for a new image of this format.
-    pub measure: Option<fn(&CreateOpts, u64, Option<&mut dyn BlockDriver>) -> Result<Measure>>,
+    pub measure: Option<MeasureFn>,
     /// True if the format supports backing files.
     pub supports_backing: bool,
     /// The options the "Formatting ..." line of `create` prints, in order.
@@ -132,6 +138,7 @@ pub fn formats() -> &'static [FormatOps] {
     static FORMATS: &[FormatOps] = &[FormatOps {
         name: "raw",
         create_opts: raw::CREATE_OPTS,
+        amend_opts: &[],
         create: raw::create,
         open: raw_open,
         probe: raw_probe,
@@ -222,16 +229,15 @@ fn open_chain_inner(
             key: opts.key.clone(),
             no_backing: false,
         };
-        let backing = open_chain_inner(&bpath, bfmt.as_deref(), &bopts, seen).map_err(|e| {
-            match e {
+        let backing =
+            open_chain_inner(&bpath, bfmt.as_deref(), &bopts, seen).map_err(|e| match e {
                 Error::BackingLoop(_) => e,
                 other => Error::invalid(format!(
                     "Could not open backing file: Could not open '{}': {}",
                     bpath.display(),
                     strip_path_prefix(&other)
                 )),
-            }
-        })?;
+            })?;
         img.set_backing(Some(backing));
     }
     Ok(img)

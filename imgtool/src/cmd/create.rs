@@ -3,7 +3,9 @@
 use imgformats::{CreateOpts, FormatOps, OptDesc, OptKind};
 
 use crate::args::opt;
-use crate::common::{self, parse_cmd, usage_error, CmdResult, Fail, ImageSpec, OpenParams, Secrets};
+use crate::common::{
+    self, parse_cmd, usage_error, CmdResult, Fail, ImageSpec, OpenParams, Secrets,
+};
 
 const HELP: &str = "Create and format new image file.  Usage:
 
@@ -210,7 +212,8 @@ pub fn run(argv: &[String]) -> CmdResult {
             )));
         }
         let bfmt = opts.get("backing_fmt").map(str::to_string);
-        let bpath = imgformats::driver::resolve_backing_path(std::path::Path::new(&filename), &bfile);
+        let bpath =
+            imgformats::driver::resolve_backing_path(std::path::Path::new(&filename), &bfile);
         let opened = common::open(
             &ImageSpec {
                 path: bpath,

@@ -1,8 +1,13 @@
 //! The qemu-img commands, one module each.
 
+pub mod amend;
+pub mod commit;
+pub mod compare;
+pub mod convert;
 pub mod create;
-
-
+pub mod dd;
+pub mod rebase;
+pub mod resize;
 
 /// Top-level `--help` text.
 pub fn help_text() -> String {
@@ -12,11 +17,17 @@ pub fn help_text() -> String {
     for (name, what) in [
         ("amend", "Update format-specific options of the image"),
         ("bench", "Run simple image benchmark (not implemented yet)"),
-        ("bitmap", "Perform modifications of the persistent bitmap in the image (not implemented yet)"),
+        (
+            "bitmap",
+            "Perform modifications of the persistent bitmap in the image (not implemented yet)",
+        ),
         ("check", "Check basic image integrity"),
         ("commit", "Commit image to its backing file"),
         ("compare", "Check if two images have the same contents"),
-        ("convert", "Copy one image to another with optional format conversion"),
+        (
+            "convert",
+            "Copy one image to another with optional format conversion",
+        ),
         ("create", "Create and format new image file"),
         ("dd", "Copy input to output with optional format conversion"),
         ("info", "Display information about image"),
@@ -33,6 +44,6 @@ pub fn help_text() -> String {
         s.push(' ');
         s.push_str(f.name);
     }
-    s.push_str("\n");
+    s.push('\n');
     s
 }

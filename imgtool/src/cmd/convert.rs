@@ -1,0 +1,444 @@
+//! `qemu-img convert`: copy one or more images (concatenated) into a new or
+//! existing image of any format, skipping zeroes (`-S`), optionally
+//! compressing clusters (`-c`) on all cores.
+
+use std::path::Path;
+
+use imgformats::{BlockDriver, CreateOpts};
+
+use crate::args::opt;
+use crate::cmd::create::{merge_opts, print_opts_help, wants_help};
+use crate::common::{self, parse_cmd, CmdResult, Fail, ImageSpec, OpenParams, Progress, Secrets};
+use crate::copy::{chain_run, is_zero, ParallelCompressor, RunKind, CHUNK};
+
+const HELP: &str = "Copy one image to another with optional format conversion.  Usage:
+
+  qemu-img convert [--object OBJDEF] [--image-opts] [--target-image-opts]
+        [--target-is-zero] [-U] [-C] [-c] [-f SRC_FMT] [-O TGT_FMT]
+        [-B BACKING_FILE [-F BACKING_FMT]] [-o TGT_OPTS] [-S SPARSE_SIZE]
+        [-r RATE_LIMIT] [-m NUM_PARALLEL] [-W] [-n] [-t CACHE] [-T SRC_CACHE]
+        [-p] [-q] SRC_FILE [SRC_FILE2...] TGT_FILE
+
+Arguments:
+  -h, --help            print this help and exit
+  -q, --quiet           quiet operation
+  -p, --progress        display progress information
+  -f, --source-format SRC_FMT
+                        format of the source image(s) (probed if omitted)
+  -O, --target-format TGT_FMT
+                        format of the target image, default raw
+  -o, --target-options TGT_OPTS
+                        format options of the target ('-o help' for a list)
+  -B, --target-backing BACKING_FILE
+                        the target will use BACKING_FILE as its backing image
+  -F, --target-backing-format BACKING_FMT
+  -c, --compress        compress clusters (target format must support it)
+  -S, --sparse-size SPARSE_SIZE
+                        zero runs of at least this size are not written
+                        (default 4k; 0 fully allocates the target)
+  -n, --no-create       do not create the target; it must exist
+  --target-is-zero      with -n: the target already reads as zeroes
+  -t, --target-cache CACHE / -T, --source-cache CACHE
+                        cache modes (writeback, unsafe, none, ...)
+  -U, --force-share     open the source(s) shared
+  -C, --copy-range-offloading, -W, --parallel, -m NUM, -r RATE
+                        accepted for compatibility
+  --object OBJDEF       a secret object for encrypted images
+";
+
+/// Runs `qemu-img convert`.
+pub fn run(argv: &[String]) -> CmdResult {
+    let spec = [
+        opt(Some('q'), Some("quiet"), false, "quiet"),
+        opt(Some('p'), Some("progress"), false, "progress"),
+        opt(Some('f'), Some("source-format"), true, "format"),
+        opt(Some('O'), Some("target-format"), true, "target-format"),
+        opt(Some('o'), Some("target-options"), true, "options"),
+        opt(Some('B'), Some("target-backing"), true, "backing"),
+        opt(
+            Some('F'),
+            Some("target-backing-format"),
+            true,
+            "backing-format",
+        ),
+        opt(Some('c'), Some("compress"), false, "compress"),
+        opt(Some('S'), Some("sparse-size"), true, "sparse"),
+        opt(Some('n'), Some("no-create"), false, "no-create"),
+        opt(None, Some("target-is-zero"), false, "target-is-zero"),
+        opt(Some('t'), Some("target-cache"), true, "cache"),
+        opt(Some('T'), Some("source-cache"), true, "src-cache"),
+        opt(Some('U'), Some("force-share"), false, "force-share"),
+        opt(
+            Some('C'),
+            Some("copy-range-offloading"),
+            false,
+            "copy-range",
+        ),
+        opt(Some('W'), Some("parallel"), false, "parallel"),
+        opt(Some('m'), Some("num-coroutines"), true, "coroutines"),
+        opt(Some('r'), Some("rate-limit"), true, "rate"),
+        opt(Some('l'), Some("source-snapshot"), true, "snapshot"),
+        opt(Some('s'), None, true, "snapshot-old"),
+        opt(None, Some("object"), true, "object"),
+        opt(None, Some("image-opts"), false, "image-opts"),
+        opt(None, Some("target-image-opts"), false, "target-image-opts"),
+        opt(None, Some("salvage"), false, "salvage"),
+        opt(None, Some("bitmaps"), false, "bitmaps"),
+        opt(
+            None,
+            Some("skip-broken-bitmaps"),
+            false,
+            "skip-broken-bitmaps",
+        ),
+        opt(Some('e'), None, false, "encrypt"),
+        opt(Some('6'), None, false, "compat6"),
+    ];
+    let Some(p) = parse_cmd("convert", argv, &spec, HELP)? else {
+        return Ok(0);
+    };
+    if p.has("encrypt") {
+        return Err(Fail::msg(
+            "Option -e has been removed, use -o encryption instead",
+        ));
+    }
+    if p.has("compat6") {
+        return Err(Fail::msg(
+            "Option -6 has been removed, use -o compat6 instead",
+        ));
+    }
+    for unsupported in [
+        "snapshot",
+        "snapshot-old",
+        "bitmaps",
+        "target-image-opts",
+        "salvage",
+    ] {
+        if p.has(unsupported) {
+            let name = match unsupported {
+                "snapshot" | "snapshot-old" => "-l/-s (convert from an internal snapshot)",
+                "bitmaps" => "--bitmaps",
+                "target-image-opts" => "--target-image-opts",
+                _ => "--salvage",
+            };
+            return Err(Fail::msg(format!(
+                "convert {name} is not implemented yet in rqemu's qemu-img"
+            )));
+        }
+    }
+    let out_fmt = p.last("target-format").unwrap_or("raw");
+    let o_strings = p.all("options");
+    let ops = imgformats::format(out_fmt)
+        .map_err(|_| Fail::msg(format!("Unknown file format '{out_fmt}'")))?;
+    if wants_help(&o_strings) {
+        print_opts_help(ops, false);
+        return Ok(0);
+    }
+    let secrets = Secrets::from_objects(&p.all("object"))?;
+    let quiet = p.has("quiet");
+    let no_create = p.has("no-create");
+    let compress = p.has("compress");
+    let sparse: u64 = match p.last("sparse") {
+        None => 4096,
+        Some(s) => match imgformats::size::parse_size(s) {
+            Ok(v) if v % 512 == 0 && v <= 16 << 20 => v,
+            _ => {
+                return Err(Fail::msg(
+                    "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).",
+                ))
+            }
+        },
+    };
+    if p.has("target-is-zero") && !no_create {
+        return Err(Fail::msg("--target-is-zero requires use of -n flag"));
+    }
+    let cache = common::parse_cache(p.last("cache"))?;
+    let src_cache = common::parse_cache(p.last("src-cache"))?;
+    if let Some(m) = p.last("coroutines") {
+        match m.parse::<u32>() {
+            Ok(1..=16) => {}
+            _ => return Err(Fail::msg(
+                "Invalid number of coroutines. Allowed number of coroutines is between 1 and 16",
+            )),
+        }
+    }
+    if let Some(r) = p.last("rate") {
+        if imgformats::size::parse_size(r).is_err() {
+            return Err(Fail::msg(format!("Invalid rate limit specified: '{r}'")));
+        }
+    }
+    if p.args.len() < 2 {
+        return Err(Fail::msg("Must specify image file name"));
+    }
+    let (srcs, out) = p.args.split_at(p.args.len() - 1);
+    let out_name = out[0].clone();
+    let image_opts = p.has("image-opts");
+
+    let mut sources: Vec<Box<dyn BlockDriver>> = Vec::new();
+    for s in srcs {
+        let spec = ImageSpec::new(s, p.last("format"), image_opts)?;
+        sources.push(common::open(
+            &spec,
+            &secrets,
+            &OpenParams {
+                writable: false,
+                no_backing: false,
+                cache: src_cache,
+            },
+        )?);
+    }
+    let total: u64 = sources.iter().map(|s| s.size()).sum();
+
+    let backing = p.last("backing").map(str::to_string);
+    let mut opts = CreateOpts::new();
+    merge_opts(ops, &o_strings, &mut opts).map_err(Fail::msg)?;
+    if let Some(b) = &backing {
+        opts.set("backing_file", b);
+    }
+    if let Some(bf) = p.last("backing-format") {
+        opts.set("backing_fmt", bf);
+    }
+    let has_backing = opts.get("backing_file").is_some();
+    if has_backing && !ops.supports_backing {
+        return Err(Fail::msg(format!(
+            "Backing file not supported for file format '{out_fmt}'"
+        )));
+    }
+    if has_backing && opts.get("backing_fmt").is_none() {
+        return Err(Fail::msg(
+            "Use of backing file requires explicit backing format",
+        ));
+    }
+    if compress && !(ops.name == "qcow2" || ops.name == "qcow") {
+        return Err(Fail::msg("Compression not supported for this file format"));
+    }
+    if let Some(id) = opts.get("encrypt.key-secret").map(str::to_string) {
+        opts.key = Some(secrets.get(&id)?);
+    }
+
+    let out_spec = ImageSpec {
+        path: out_name.clone().into(),
+        fmt: Some(out_fmt.to_string()),
+        key_secret: opts.get("encrypt.key-secret").map(str::to_string),
+    };
+    let target_zero;
+    let mut target = if no_create {
+        let t = common::open(
+            &out_spec,
+            &secrets,
+            &OpenParams {
+                writable: true,
+                no_backing: false,
+                cache,
+            },
+        )?;
+        if t.size() < total {
+            return Err(Fail::msg("output file is smaller than input file"));
+        }
+        target_zero = p.has("target-is-zero");
+        t
+    } else {
+        opts.set("size", &total.to_string());
+        (ops.create)(Path::new(&out_name), total, &opts)
+            .map_err(|e| Fail::msg(format!("{out_name}: {}", common::error_text(&e))))?;
+        let t = common::open(
+            &out_spec,
+            &secrets,
+            &OpenParams {
+                writable: true,
+                no_backing: false,
+                cache,
+            },
+        )?;
+        // A new image reads as zeroes unless preallocated with data or
+        // stacked on a backing file.
+        target_zero = !has_backing;
+        t
+    };
+    if compress && target.compressor().is_none() {
+        return Err(Fail::msg("Compression not supported for this file format"));
+    }
+
+    let mut progress = Progress::new(p.has("progress") && !quiet);
+    let mut copier = Copier {
+        target: target.as_mut(),
+        target_zero,
+        sparse,
+        compress,
+        done: 0,
+        total,
+    };
+    let mut base = 0u64;
+    for src in sources.iter_mut() {
+        // With a backing file on the target, only the source's top layer
+        // is copied; the rest is expected to come from the new backing file.
+        let depth = if has_backing { Some(1) } else { None };
+        copier.copy_image(src.as_mut(), base, depth, &mut progress)?;
+        base += src.size();
+    }
+    target.flush()?;
+    progress.finish();
+    Ok(0)
+}
+
+/// Copies runs of a source chain into a target at an offset.
+pub struct Copier<'a> {
+    pub target: &'a mut dyn BlockDriver,
+    /// The target reads as zeroes where nothing was written.
+    pub target_zero: bool,
+    /// Zero-detection granularity; 0 writes everything.
+    pub sparse: u64,
+    pub compress: bool,
+    pub done: u64,
+    pub total: u64,
+}
+
+impl Copier<'_> {
+    /// Copies the whole of `src` (down to `depth` layers) to `base` in the
+    /// target.
+    pub fn copy_image(
+        &mut self,
+        src: &mut dyn BlockDriver,
+        base: u64,
+        depth: Option<usize>,
+        progress: &mut Progress,
+    ) -> Result<(), Fail> {
+        let size = src.size();
+        if self.compress {
+            return self.copy_compressed(src, base, size, progress);
+        }
+        let mut off = 0u64;
+        let mut buf = Vec::new();
+        while off < size {
+            let want = (size - off).min(CHUNK);
+            let (len, kind) = chain_run(src, off, want, depth)?;
+            let len = len.clamp(1, want);
+            match kind {
+                RunKind::Unallocated => {}
+                RunKind::Zero => self.zero_out(base + off, len)?,
+                RunKind::Data => {
+                    buf.resize(len as usize, 0);
+                    src.read(off, &mut buf)?;
+                    self.write_sparse(base + off, &buf)?;
+                }
+            }
+            off += len;
+            self.done += len;
+            progress.update(self.done, self.total);
+        }
+        Ok(())
+    }
+
+    /// Makes a range of the target read as zeroes.
+    pub fn zero_out(&mut self, off: u64, len: u64) -> Result<(), Fail> {
+        if self.sparse == 0 {
+            let zeroes = vec![0u8; len.min(CHUNK) as usize];
+            let mut o = off;
+            while o < off + len {
+                let n = (off + len - o).min(CHUNK);
+                self.target.write(o, &zeroes[..n as usize])?;
+                o += n;
+            }
+            return Ok(());
+        }
+        if !self.target_zero {
+            self.target.write_zeroes(off, len, true)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` at `off`, leaving out aligned zero granules of the
+    /// sparse size.
+    pub fn write_sparse(&mut self, off: u64, buf: &[u8]) -> Result<(), Fail> {
+        if self.sparse == 0 {
+            self.target.write(off, buf)?;
+            return Ok(());
+        }
+        let end = off + buf.len() as u64;
+        let mut pos = off;
+        let mut pending: Option<u64> = None; // start of a pending data run
+        while pos < end {
+            let g_end = ((pos / self.sparse + 1) * self.sparse).min(end);
+            let piece = &buf[(pos - off) as usize..(g_end - off) as usize];
+            let zero = is_zero(piece);
+            if zero {
+                if let Some(s) = pending.take() {
+                    self.target
+                        .write(s, &buf[(s - off) as usize..(pos - off) as usize])?;
+                }
+                if !self.target_zero {
+                    // Coalesce consecutive zero granules into one call.
+                    let mut z_end = g_end;
+                    while z_end < end {
+                        let n_end = (z_end + self.sparse).min(end);
+                        if !is_zero(&buf[(z_end - off) as usize..(n_end - off) as usize]) {
+                            break;
+                        }
+                        z_end = n_end;
+                    }
+                    self.target.write_zeroes(pos, z_end - pos, true)?;
+                    pos = z_end;
+                    continue;
+                }
+            } else if pending.is_none() {
+                pending = Some(pos);
+            }
+            pos = g_end;
+        }
+        if let Some(s) = pending {
+            self.target.write(s, &buf[(s - off) as usize..])?;
+        }
+        Ok(())
+    }
+
+    fn copy_compressed(
+        &mut self,
+        src: &mut dyn BlockDriver,
+        base: u64,
+        size: u64,
+        progress: &mut Progress,
+    ) -> Result<(), Fail> {
+        let Some(compressor) = self.target.compressor() else {
+            return Err(Fail::msg("Compression not supported for this file format"));
+        };
+        let cluster = self.target.cluster_size().unwrap_or(65536).max(512);
+        if !base.is_multiple_of(cluster) {
+            return Err(Fail::msg(
+                "Compressed output needs each source to start on a cluster boundary of the target",
+            ));
+        }
+        let batch = (cluster * 64).max(8 << 20);
+        let pc = ParallelCompressor::new(compressor.as_ref());
+        let mut buf = Vec::new();
+        let mut off = 0u64;
+        while off < size {
+            let len = (size - off).min(batch);
+            // Skip whole zero runs without reading them.
+            let (run, kind) = chain_run(src, off, len, None)?;
+            if kind != RunKind::Data && run >= cluster {
+                let skip = run / cluster * cluster;
+                self.zero_out(base + off, skip)?;
+                off += skip;
+                self.done += skip;
+                progress.update(self.done, self.total);
+                continue;
+            }
+            buf.resize(len as usize, 0);
+            src.read(off, &mut buf)?;
+            let results = pc.compress_all(&buf, cluster as usize);
+            for (i, r) in results.into_iter().enumerate() {
+                let c_off = off + i as u64 * cluster;
+                let c_len = (size - c_off).min(cluster) as usize;
+                let piece = &buf[i * cluster as usize..i * cluster as usize + c_len];
+                match r {
+                    Some(v) if v.is_empty() => self.zero_out(base + c_off, c_len as u64)?,
+                    Some(v) => self.target.write_compressed(base + c_off, &v)?,
+                    None => self.target.write(base + c_off, piece)?,
+                }
+            }
+            off += len;
+            self.done += len;
+            progress.update(self.done, self.total);
+        }
+        Ok(())
+    }
+}
