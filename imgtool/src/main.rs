@@ -46,6 +46,7 @@ fn run(argv: &[String]) -> u8 {
         "dd" => cmd::dd::run(rest),
         "rebase" => cmd::rebase::run(rest),
         "resize" => cmd::resize::run(rest),
+        "snapshot" => cmd::snapshot::run(rest),
 
         "bench" | "bitmap" => Err(Fail::msg(format!(
             "'{cmd}' is not implemented yet in rqemu's qemu-img"

@@ -8,6 +8,7 @@ pub mod create;
 pub mod dd;
 pub mod rebase;
 pub mod resize;
+pub mod snapshot;
 
 /// Top-level `--help` text.
 pub fn help_text() -> String {
