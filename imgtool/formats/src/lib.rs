@@ -80,19 +80,15 @@ fn raw_probe(_header: &[u8]) -> u32 {
 }
 
 fn raw_measure(
-    opts: &CreateOpts,
+    _opts: &CreateOpts,
     size: u64,
-    source: Option<&mut dyn BlockDriver>,
+    _source: Option<&mut dyn BlockDriver>,
 ) -> Result<Measure> {
+    // A raw image needs its whole size whatever the source holds (holes
+    // are a property of the host file system, not of the format).
     let size = size.div_ceil(512) * 512;
-    let prealloc = opts.prealloc()?;
-    let required = match (source, prealloc) {
-        (_, Prealloc::Falloc | Prealloc::Full) => size,
-        (None, _) => size,
-        (Some(src), _) => allocated_bytes(src, size)?,
-    };
     Ok(Measure {
-        required,
+        required: size,
         fully_allocated: size,
         bitmaps: None,
     })
