@@ -367,23 +367,21 @@ pub fn parse_cache(s: Option<&str>) -> Result<Option<imgformats::CacheMode>, Fai
 }
 
 /// `--output human|json`.
-#[allow(dead_code)] // used by info/check/map/measure, landing from the output branch
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
     Human,
     Json,
 }
 
-/// Parses `--output`.
-#[allow(dead_code)] // used by info/check/map/measure, landing from the output branch
-pub fn parse_output(s: Option<&str>) -> Result<OutputFormat, Fail> {
+/// Parses `--output` of command `cmd` (qemu-img 10.0.2's message).
+pub fn parse_output(cmd: &str, s: Option<&str>) -> Result<OutputFormat, Fail> {
     match s {
         None | Some("human") => Ok(OutputFormat::Human),
         Some("json") => Ok(OutputFormat::Json),
-        Some(_) => Err(Fail::msg(format!(
-            "--output must be used with human or json as argument.\nTry '{} --help' for more info",
-            argv0()
-        ))),
+        Some(other) => Err(usage_error(
+            cmd,
+            &format!("--output expects 'human' or 'json' not '{other}'"),
+        )),
     }
 }
 
