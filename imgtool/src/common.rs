@@ -308,6 +308,25 @@ pub fn open(
     secrets: &Secrets,
     p: &OpenParams,
 ) -> Result<Box<dyn BlockDriver>, Fail> {
+    open_with(spec, secrets, p, false)
+}
+
+/// Opens an image only to describe it (`info`): encrypted images open
+/// without their key, as with QEMU.
+pub fn open_metadata(
+    spec: &ImageSpec,
+    secrets: &Secrets,
+    p: &OpenParams,
+) -> Result<Box<dyn BlockDriver>, Fail> {
+    open_with(spec, secrets, p, true)
+}
+
+fn open_with(
+    spec: &ImageSpec,
+    secrets: &Secrets,
+    p: &OpenParams,
+    metadata_only: bool,
+) -> Result<Box<dyn BlockDriver>, Fail> {
     let key = match &spec.key_secret {
         Some(id) => Some(secrets.get(id)?),
         None => None,
@@ -316,6 +335,7 @@ pub fn open(
         writable: p.writable,
         key,
         no_backing: p.no_backing,
+        metadata_only,
     };
     let name = spec.display();
     let fmt = spec.fmt.as_deref();

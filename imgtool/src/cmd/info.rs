@@ -264,7 +264,7 @@ pub fn run(argv: &[String]) -> CmdResult {
                     )));
                 }
             }
-            let img = common::open(&spec, &secrets, &params)?;
+            let img = common::open_metadata(&spec, &secrets, &params)?;
             let info = ImageInfo::gather(&name, img.as_ref())?;
             let next = info.full_backing_filename.clone();
             let next_fmt = info.backing_format.clone();
@@ -278,7 +278,7 @@ pub fn run(argv: &[String]) -> CmdResult {
             };
         }
     } else {
-        let img = common::open(&ispec, &secrets, &params)?;
+        let img = common::open_metadata(&ispec, &secrets, &params)?;
         infos.push(ImageInfo::gather(&ispec.display(), img.as_ref())?);
     }
 
