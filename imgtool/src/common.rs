@@ -311,6 +311,19 @@ pub fn open(
     open_with(spec, secrets, p, false)
 }
 
+/// With `--image-opts`, qemu-img names the image in "Could not open" by
+/// the whole option string; rewrites a failure of [`open`] accordingly.
+pub fn name_by_arg(f: Fail, spec: &ImageSpec, arg: &str, image_opts: bool) -> Fail {
+    let prefix = format!("Could not open '{}': ", spec.display());
+    match f.message.strip_prefix(&prefix) {
+        Some(rest) if image_opts => Fail {
+            message: format!("Could not open '{arg}': {rest}"),
+            code: f.code,
+        },
+        _ => f,
+    }
+}
+
 /// Opens an image only to describe it (`info`): encrypted images open
 /// without their key, as with QEMU.
 pub fn open_metadata(

@@ -117,6 +117,42 @@ fn push_value(out: &mut String, v: &Value, level: usize) {
     }
 }
 
+/// The compact one-line JSON QEMU uses inside `json:` file names:
+/// `{"key": value, "key": {...}}`, keys in qemu-img's order.
+pub fn to_json_compact(v: &Value) -> String {
+    let mut out = String::new();
+    push_compact(&mut out, v);
+    out
+}
+
+fn push_compact(out: &mut String, v: &Value) {
+    match v {
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                push_compact(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(entries) => {
+            out.push('{');
+            for (i, (k, val)) in sorted_entries(entries).into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                push_json_str(out, k);
+                out.push_str(": ");
+                push_compact(out, val);
+            }
+            out.push('}');
+        }
+        other => push_value(out, other, 0),
+    }
+}
+
 /// Pretty-prints a value as qemu-img does (4-space indent, keys in
 /// qemu-img's order), with a final newline.
 pub fn to_json(v: &Value) -> String {
@@ -326,6 +362,27 @@ mod tests {
         assert_eq!(
             json_str("a/b\u{7f}\u{8}\u{c}\n\r\u{2028}\u{1F600}<>&'="),
             "\"a/b\\u007F\\b\\f\\n\\r\\u2028\\uD83D\\uDE00<>&'=\""
+        );
+    }
+
+    #[test]
+    fn compact_json_file_names() {
+        // Observed: `info --image-opts driver=qcow,file.filename=aes.qcow,
+        // encrypt.key-secret=s` names the image like this.
+        let v = obj(vec![
+            ("driver", "qcow".into()),
+            (
+                "file",
+                obj(vec![
+                    ("filename", "aes.qcow".into()),
+                    ("driver", "file".into()),
+                ]),
+            ),
+            ("encrypt.key-secret", "s".into()),
+        ]);
+        assert_eq!(
+            to_json_compact(&v),
+            "{\"encrypt.key-secret\": \"s\", \"driver\": \"qcow\", \"file\": {\"driver\": \"file\", \"filename\": \"aes.qcow\"}}"
         );
     }
 

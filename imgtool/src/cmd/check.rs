@@ -179,7 +179,8 @@ pub fn run(argv: &[String]) -> CmdResult {
             no_backing: false,
             cache,
         },
-    )?;
+    )
+    .map_err(|f| common::name_by_arg(f, &ispec, &p.args[0], p.has("image-opts")))?;
     if repair {
         common::warn_probed_raw(&ispec, img.as_ref());
     }

@@ -28,6 +28,8 @@ const HELP: &str = include_str!("help/info.txt");
 pub struct ImageInfo {
     /// The name the image is shown under (as given, or the backing path).
     pub filename: String,
+    /// The name of the image's file (the "file" child).
+    pub file_name: String,
     pub format: String,
     pub virtual_size: u64,
     /// Bytes the image file occupies on disk (`st_blocks * 512`).
@@ -45,17 +47,23 @@ pub struct ImageInfo {
 }
 
 impl ImageInfo {
-    /// Collects the information of an open image shown as `filename`.
-    pub fn gather(filename: &str, img: &dyn BlockDriver) -> Result<ImageInfo, Fail> {
+    /// Collects the information of an open image shown as `filename`,
+    /// whose file is named `file_name`.
+    pub fn gather(
+        filename: &str,
+        file_name: &str,
+        img: &dyn BlockDriver,
+    ) -> Result<ImageInfo, Fail> {
         let file = img.file();
         let actual_size = file.allocated_size()?;
         let file_length = file.len()?.div_ceil(512).saturating_mul(512);
         let backing_filename = img.backing_file_name();
         let full_backing_filename = backing_filename
             .as_deref()
-            .map(|b| full_backing_name(filename, b));
+            .map(|b| full_backing_name(file_name, b));
         Ok(ImageInfo {
             filename: filename.to_string(),
+            file_name: file_name.to_string(),
             format: img.format_name().to_string(),
             virtual_size: img.size(),
             actual_size,
@@ -77,7 +85,7 @@ impl ImageInfo {
         let file_info = Value::object()
             .with("children", Value::Array(Vec::new()))
             .with("virtual-size", self.file_length)
-            .with("filename", self.filename.as_str())
+            .with("filename", self.file_name.as_str())
             .with("format", "file")
             .with("actual-size", self.actual_size)
             .with(
@@ -163,7 +171,7 @@ impl ImageInfo {
             s.push_str(&json::to_human(data, 1));
         }
         s.push_str("Child node '/file':\n");
-        s.push_str(&format!("    filename: {}\n", self.filename));
+        s.push_str(&format!("    filename: {}\n", self.file_name));
         s.push_str("    protocol type: file\n");
         s.push_str(&format!(
             "    file length: {} ({} bytes)\n",
@@ -205,6 +213,26 @@ pub fn full_backing_name(image: &str, backing: &str) -> String {
         Some(i) => format!("{}{}", &image[..=i], backing),
         None => backing.to_string(),
     }
+}
+
+/// The name qemu-img shows for an image given with `--image-opts`: its
+/// file name, unless options that a plain file name cannot express were
+/// given (an encryption key secret); then a `json:{...}` description.
+pub fn shown_name(spec: &ImageSpec) -> String {
+    let Some(secret) = &spec.key_secret else {
+        return spec.display();
+    };
+    let mut v = Value::object().with("encrypt.key-secret", secret.as_str());
+    if let Some(f) = &spec.fmt {
+        v.push("driver", f.as_str());
+    }
+    v.push(
+        "file",
+        Value::object()
+            .with("driver", "file")
+            .with("filename", spec.display()),
+    );
+    format!("json:{}", json::to_json_compact(&v))
 }
 
 fn file_identity(path: &Path) -> Option<(u64, u64)> {
@@ -264,8 +292,16 @@ pub fn run(argv: &[String]) -> CmdResult {
                     )));
                 }
             }
-            let img = common::open_metadata(&spec, &secrets, &params)?;
-            let info = ImageInfo::gather(&name, img.as_ref())?;
+            let img = common::open_metadata(&spec, &secrets, &params).map_err(|f| {
+                let top = infos.is_empty() && p.has("image-opts");
+                common::name_by_arg(f, &spec, &p.args[0], top)
+            })?;
+            let shown = if infos.is_empty() {
+                shown_name(&spec)
+            } else {
+                name.clone()
+            };
+            let info = ImageInfo::gather(&shown, &name, img.as_ref())?;
             let next = info.full_backing_filename.clone();
             let next_fmt = info.backing_format.clone();
             infos.push(info);
@@ -278,8 +314,13 @@ pub fn run(argv: &[String]) -> CmdResult {
             };
         }
     } else {
-        let img = common::open_metadata(&ispec, &secrets, &params)?;
-        infos.push(ImageInfo::gather(&ispec.display(), img.as_ref())?);
+        let img = common::open_metadata(&ispec, &secrets, &params)
+            .map_err(|f| common::name_by_arg(f, &ispec, &p.args[0], p.has("image-opts")))?;
+        infos.push(ImageInfo::gather(
+            &shown_name(&ispec),
+            &ispec.display(),
+            img.as_ref(),
+        )?);
     }
 
     let text = match (output, p.has("backing-chain")) {

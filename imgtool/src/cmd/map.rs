@@ -218,7 +218,8 @@ pub fn run(argv: &[String]) -> CmdResult {
     }
     let secrets = Secrets::from_objects(&p.all("object"))?;
     let ispec = ImageSpec::new(&p.args[0], p.last("format"), p.has("image-opts"))?;
-    let mut img = common::open(&ispec, &secrets, &OpenParams::default())?;
+    let mut img = common::open(&ispec, &secrets, &OpenParams::default())
+        .map_err(|f| common::name_by_arg(f, &ispec, &p.args[0], p.has("image-opts")))?;
     let (entries, err) = map_image(img.as_mut(), start, max_len);
     match output {
         OutputFormat::Json => {

@@ -176,7 +176,8 @@ pub fn run(argv: &[String]) -> CmdResult {
     let mut source = match filename {
         Some(f) => {
             let ispec = ImageSpec::new(f, p.last("format"), p.has("image-opts"))?;
-            let img = common::open(&ispec, &secrets, &OpenParams::default())?;
+            let img = common::open(&ispec, &secrets, &OpenParams::default())
+                .map_err(|e| common::name_by_arg(e, &ispec, f, p.has("image-opts")))?;
             Some(img)
         }
         None => None,
