@@ -202,7 +202,7 @@ pub fn run(argv: &[String]) -> CmdResult {
             OutputFormat::Human => print!("{}", report_human(&report)),
             OutputFormat::Json => print!(
                 "{}",
-                json::to_json(&report_value(&ispec.display(), img.format_name(), &report))
+                json::to_json(&report_value(&p.args[0], img.format_name(), &report))
             ),
         }
     }
