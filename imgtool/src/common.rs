@@ -308,7 +308,7 @@ pub fn open(
     secrets: &Secrets,
     p: &OpenParams,
 ) -> Result<Box<dyn BlockDriver>, Fail> {
-    open_with(spec, secrets, p, false)
+    open_with(spec, secrets, p, false, false)
 }
 
 /// With `--image-opts`, qemu-img names the image in "Could not open" by
@@ -331,7 +331,16 @@ pub fn open_metadata(
     secrets: &Secrets,
     p: &OpenParams,
 ) -> Result<Box<dyn BlockDriver>, Fail> {
-    open_with(spec, secrets, p, true)
+    open_with(spec, secrets, p, true, false)
+}
+
+/// Opens an image for `check -r`: writable even if marked corrupt.
+pub fn open_for_repair(
+    spec: &ImageSpec,
+    secrets: &Secrets,
+    p: &OpenParams,
+) -> Result<Box<dyn BlockDriver>, Fail> {
+    open_with(spec, secrets, p, false, true)
 }
 
 fn open_with(
@@ -339,6 +348,7 @@ fn open_with(
     secrets: &Secrets,
     p: &OpenParams,
     metadata_only: bool,
+    repair: bool,
 ) -> Result<Box<dyn BlockDriver>, Fail> {
     let key = match &spec.key_secret {
         Some(id) => Some(secrets.get(id)?),
@@ -349,6 +359,7 @@ fn open_with(
         key,
         no_backing: p.no_backing,
         metadata_only,
+        repair,
     };
     let name = spec.display();
     let fmt = spec.fmt.as_deref();

@@ -913,7 +913,16 @@ fn qcow2_driver_details_match_real() {
     same(d, &["map", "--output=json", "zz.qcow2"]);
     // Needs the driver's corruption message to carry the L2 location.
     same(d, &["map", "mis.qcow2"]);
+    // An image marked corrupt is repaired (the driver must honour
+    // `OpenOpts::repair`).
+    let corrupt = t.join("corr.qcow2");
+    std::fs::copy(t.join("ck.qcow2"), &corrupt).expect("copy");
+    write_be(&corrupt, 72, 8, read_be(&corrupt, 72, 8) | 2);
+    same(d, &["info", "corr.qcow2"]);
+    same(d, &["check", "corr.qcow2"]);
     for (img, mode) in [
+        ("corr", "leaks"),
+        ("corr", "all"),
         ("ckleak", "leaks"),
         ("ckcor", "leaks"),
         ("ckcor", "all"),

@@ -419,6 +419,10 @@ pub struct OpenOpts {
     /// image must then open without its key, as QEMU's does, reporting
     /// `encrypted()` and its metadata; reading or writing its data may fail.
     pub metadata_only: bool,
+    /// Opened by `qemu-img check -r` to repair the image: an image marked
+    /// corrupt must still open read-write (QEMU clears the mark once the
+    /// repair succeeded).
+    pub repair: bool,
 }
 
 /// The path a relative backing file name refers to: relative to the

@@ -225,6 +225,7 @@ fn open_chain_inner(
             key: opts.key.clone(),
             no_backing: false,
             metadata_only: opts.metadata_only,
+            repair: false,
         };
         let backing =
             open_chain_inner(&bpath, bfmt.as_deref(), &bopts, seen).map_err(|e| match e {

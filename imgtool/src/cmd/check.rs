@@ -168,19 +168,21 @@ pub fn run(argv: &[String]) -> CmdResult {
     if repair && p.has("force-share") {
         return Err(Fail::msg(format!(
             "Could not open '{}': force-share=on can only be used with read-only images",
-            ispec.display()
+            p.args[0]
         )));
     }
-    let mut img = common::open(
-        &ispec,
-        &secrets,
-        &OpenParams {
-            writable: repair,
-            no_backing: false,
-            cache,
-        },
-    )
-    .map_err(|f| common::name_by_arg(f, &ispec, &p.args[0], p.has("image-opts")))?;
+    let params = OpenParams {
+        writable: repair,
+        no_backing: false,
+        cache,
+    };
+    let opened = if repair {
+        common::open_for_repair(&ispec, &secrets, &params)
+    } else {
+        common::open(&ispec, &secrets, &params)
+    };
+    let mut img =
+        opened.map_err(|f| common::name_by_arg(f, &ispec, &p.args[0], p.has("image-opts")))?;
     if repair {
         common::warn_probed_raw(&ispec, img.as_ref());
     }
