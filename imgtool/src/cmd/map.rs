@@ -12,6 +12,7 @@
 use imgformats::{Alloc, BlockDriver, Error};
 
 use crate::args::opt;
+use crate::cmd::info::full_backing_name;
 use crate::common::{
     self, parse_cmd, parse_output, usage_error, CmdResult, Fail, ImageSpec, OpenParams,
     OutputFormat, Secrets,
@@ -90,10 +91,12 @@ fn refine_by_host(layer: &dyn BlockDriver, host: u64, e: &mut MapEntry) -> Resul
 }
 
 /// Describes the run at `offset` (at most `max` bytes) through the chain
-/// below `layer`, which sits at `depth`. Returns the entry and the name of
-/// the file of the layer that defines it.
+/// below `layer`, which sits at `depth` and is shown as `name`. Returns
+/// the entry and the name of the layer that defines it (backing file names
+/// resolved as qemu-img spells them, see [`full_backing_name`]).
 fn chain_entry(
     layer: &mut dyn BlockDriver,
+    name: &str,
     depth: u32,
     offset: u64,
     max: u64,
@@ -128,17 +131,19 @@ fn chain_entry(
             e.offset = st.offset;
         }
         Alloc::Unallocated => {
+            let bfile = layer.backing_file_name().unwrap_or_default();
             if let Some(b) = layer.backing() {
                 let bsize = b.size();
                 if offset < bsize {
-                    return chain_entry(b, depth + 1, offset, len.min(bsize - offset));
+                    let bname = full_backing_name(name, &bfile);
+                    return chain_entry(b, &bname, depth + 1, offset, len.min(bsize - offset));
                 }
             }
             e.present = false;
             e.zero = true;
         }
     }
-    Ok((e, layer.file().path().display().to_string()))
+    Ok((e, name.to_string()))
 }
 
 /// The failure of a block status query, as qemu-img reports it. A
@@ -163,6 +168,7 @@ fn metadata_error(err: &Error, fmt: &str) -> Fail {
 /// found returns those runs with the error.
 pub fn map_image(
     img: &mut dyn BlockDriver,
+    name: &str,
     start: u64,
     len: u64,
 ) -> (Vec<(MapEntry, String)>, Option<Fail>) {
@@ -170,7 +176,7 @@ pub fn map_image(
     let mut out: Vec<(MapEntry, String)> = Vec::new();
     let mut off = start;
     while off < end {
-        let (e, file) = match chain_entry(img, 0, off, end - off) {
+        let (e, file) = match chain_entry(img, name, 0, off, end - off) {
             Ok(x) => x,
             Err((err, fmt)) => return (out, Some(metadata_error(&err, fmt))),
         };
@@ -267,7 +273,7 @@ pub fn run(argv: &[String]) -> CmdResult {
     let ispec = ImageSpec::new(&p.args[0], p.last("format"), p.has("image-opts"))?;
     let mut img = common::open(&ispec, &secrets, &OpenParams::default())
         .map_err(|f| common::name_by_arg(f, &ispec, &p.args[0], p.has("image-opts")))?;
-    let (entries, err) = map_image(img.as_mut(), start, max_len);
+    let (entries, err) = map_image(img.as_mut(), &ispec.display(), start, max_len);
     match output {
         OutputFormat::Json => {
             if let Some(f) = err {
