@@ -432,8 +432,16 @@ pub fn resolve_backing_path(image: &Path, backing: &str) -> std::path::PathBuf {
     if b.is_absolute() || backing.contains("://") {
         return b.to_path_buf();
     }
-    match image.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.join(b),
-        _ => b.to_path_buf(),
+    // QEMU joins the strings: everything up to the image name's last '/'
+    // (kept as spelled, e.g. "dir//"), then the backing name.
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let img = image.as_os_str().as_bytes();
+    match img.iter().rposition(|&c| c == b'/') {
+        Some(i) => {
+            let mut v = img[..=i].to_vec();
+            v.extend_from_slice(backing.as_bytes());
+            std::path::PathBuf::from(std::ffi::OsString::from_vec(v))
+        }
+        None => b.to_path_buf(),
     }
 }
