@@ -4,7 +4,9 @@
 //! `FormatOps::measure`; this command does the option handling, the source
 //! image and the printing.
 
-use imgformats::{CreateOpts, FormatOps, OptKind, SnapshotInfo, Value};
+use std::path::PathBuf;
+
+use imgformats::{BlockDriver, CreateOpts, FormatOps, OpenOpts, OptKind, SnapshotInfo, Value};
 
 use crate::args::opt;
 use crate::cmd::create::FILE_OPTS;
@@ -118,6 +120,44 @@ pub fn parse_create_opts(ops: &FormatOps, strings: &[&str]) -> Result<CreateOpts
     Ok(opts)
 }
 
+/// A temporary file removed when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A read-only view of an internal snapshot, for `-l`: the image is copied
+/// to a temporary file where the snapshot is applied (the original is never
+/// written); the copy keeps the original's backing chain.
+fn load_snapshot(
+    img: &mut Box<dyn BlockDriver>,
+    sn: &SnapshotInfo,
+    key: Option<Vec<u8>>,
+) -> imgformats::Result<(Box<dyn BlockDriver>, TempFile)> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let src = img.file().path().to_path_buf();
+    let tmp = TempFile(std::env::temp_dir().join(format!(
+        "rqemu-measure-{}-{}.img",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )));
+    std::fs::copy(&src, &tmp.0).map_err(|e| imgformats::Error::io(&tmp.0, e))?;
+    let opts = OpenOpts {
+        writable: true,
+        key,
+        no_backing: true,
+        ..OpenOpts::default()
+    };
+    let mut copy = imgformats::open_image(&tmp.0, Some(img.format_name()), &opts)?;
+    copy.snapshot_apply(&sn.id)?;
+    copy.set_backing(img.take_backing());
+    Ok((copy, tmp))
+}
+
 /// Runs `qemu-img measure`.
 pub fn run(argv: &[String]) -> CmdResult {
     let spec = [
@@ -173,28 +213,41 @@ pub fn run(argv: &[String]) -> CmdResult {
     }
     let secrets = Secrets::from_objects(&p.all("object"))?;
 
+    let mut source_key = None;
     let mut source = match filename {
         Some(f) => {
             let ispec = ImageSpec::new(f, p.last("format"), p.has("image-opts"))?;
+            source_key = ispec.key_secret.clone();
             let img = common::open(&ispec, &secrets, &OpenParams::default())
                 .map_err(|e| common::name_by_arg(e, &ispec, f, p.has("image-opts")))?;
             Some(img)
         }
         None => None,
     };
-    if let (Some(sp), Some(img)) = (&snapshot, &source) {
+    // The snapshot's copy lives as long as the measurement.
+    let mut _snapshot_copy = None;
+    if let (Some(sp), Some(img)) = (&snapshot, source.as_mut()) {
         let fmt = img.format_name();
         if fmt != "qcow2" {
             return Err(Fail::msg(format!(
                 "Failed to load snapshot: Block format '{fmt}' used by device '' does not support temporarily loading internal snapshots"
             )));
         }
-        if !img.snapshots().iter().any(|s| sp.matches(s)) {
+        let Some(sn) = img.snapshots().into_iter().find(|s| sp.matches(s)) else {
             return Err(Fail::msg("Failed to load snapshot: Can't find snapshot"));
-        }
-        return Err(Fail::msg(
-            "Failed to load snapshot: measuring an internal snapshot (-l) is not implemented in rqemu's qemu-img",
-        ));
+        };
+        let key = match source_key.as_deref() {
+            Some(id) => Some(secrets.get(id)?),
+            None => None,
+        };
+        let (copy, guard) = load_snapshot(img, &sn, key).map_err(|e| {
+            Fail::msg(format!(
+                "Failed to load snapshot: {}",
+                common::error_text(&e)
+            ))
+        })?;
+        source = Some(copy);
+        _snapshot_copy = Some(guard);
     }
 
     let out_fmt = p.last("target-format").unwrap_or("raw");
