@@ -226,6 +226,8 @@ pub fn run(argv: &[String]) -> CmdResult {
     };
     // The snapshot's copy lives as long as the measurement.
     let mut _snapshot_copy = None;
+    // The size measured is the image's current one, also with -l.
+    let source_size = source.as_ref().map(|s| s.size());
     if let (Some(sp), Some(img)) = (&snapshot, source.as_mut()) {
         let fmt = img.format_name();
         if fmt != "qcow2" {
@@ -262,11 +264,7 @@ pub fn run(argv: &[String]) -> CmdResult {
             "Block driver '{out_fmt}' does not support size measurement"
         )));
     };
-    let virtual_size = match (&source, size) {
-        (Some(img), _) => img.size(),
-        (None, Some(s)) => s,
-        (None, None) => 0,
-    };
+    let virtual_size = source_size.or(size).unwrap_or(0);
     let m = measure(&opts, virtual_size, source.as_deref_mut().map(|s| s as _))
         .map_err(|e| Fail::msg(common::error_text(&e)))?;
     match output {
