@@ -733,6 +733,13 @@ fn qcow2_images(t: &TempDir) {
         ],
     );
 
+    // A snapshot of less data than the image holds now, at a smaller size.
+    real(d, &["create", "-q", "-f", "qcow2", "ms.qcow2", "10M"]);
+    qemu_io(d, "ms.qcow2", &["write 0 1M"]);
+    real(d, &["snapshot", "-c", "s1", "ms.qcow2"]);
+    qemu_io(d, "ms.qcow2", &["write 2M 3M"]);
+    real(d, &["resize", "-q", "ms.qcow2", "20M"]);
+
     // Damaged images: leaks, a refcount too low, a misaligned L2 entry.
     real(d, &["create", "-q", "-f", "qcow2", "ck.qcow2", "4M"]);
     qemu_io(d, "ck.qcow2", &["write -P 1 0 192k", "write -P 2 1M 64k"]);
@@ -821,6 +828,18 @@ fn qcow2_outputs_match_real() {
         &["measure", "--output=json", "-O", "qcow2", "bm.qcow2"],
         &["measure", "-O", "qcow2", "ch/top.qcow2"],
         &["measure", "-l", "nosnap", "q.qcow2"],
+        &["measure", "-l", "s1", "-O", "qcow2", "ms.qcow2"],
+        &["measure", "-l", "1", "ms.qcow2"],
+        &[
+            "measure",
+            "-l",
+            "snapshot.name=s1",
+            "--output=json",
+            "-O",
+            "qcow2",
+            "ms.qcow2",
+        ],
+        &["measure", "-O", "qcow2", "ms.qcow2"],
         &[
             "measure",
             "-l",
