@@ -310,7 +310,7 @@ pub fn run(argv: &[String]) -> CmdResult {
             spec = ImageSpec {
                 path: next.into(),
                 fmt: next_fmt,
-                key_secret: spec.key_secret.clone(),
+                key_secret: None,
             };
         }
     } else {
