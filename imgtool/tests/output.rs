@@ -407,6 +407,11 @@ fn bad_arguments_match_real() {
         &["measure", "-f", "raw", "--size", "1"],
         &["measure", "--image-opts", "--size", "1"],
         &["measure", "--output=xml", "--size", "1"],
+        &["measure", "-s", "1"],
+        &["measure", "--si", "5"],
+        &["check", "--rep", "leaks", "r.img"],
+        &["info", "--b", "r.img"],
+        &["map", "--s", "0", "r.img"],
         &[
             "measure",
             "--image-opts",

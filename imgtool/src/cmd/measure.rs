@@ -165,7 +165,8 @@ pub fn run(argv: &[String]) -> CmdResult {
         opt(None, Some("image-opts"), false, "image-opts"),
         opt(Some('o'), Some("options"), true, "options"),
         opt(Some('O'), Some("target-format"), true, "target-format"),
-        opt(Some('s'), Some("size"), true, "size"),
+        // The help mentions -s, but qemu-img 10.0.2 only accepts --size.
+        opt(None, Some("size"), true, "size"),
         opt(Some('l'), Some("snapshot"), true, "snapshot"),
         opt(None, Some("output"), true, "output"),
         opt(None, Some("object"), true, "object"),
