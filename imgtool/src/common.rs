@@ -109,6 +109,40 @@ pub struct Secrets {
     map: HashMap<String, Vec<u8>>,
 }
 
+/// QEMU object types other than `secret` (refused with rqemu's own
+/// message; any other name is not a QEMU type at all).
+const QOM_TYPES: &[&str] = &[
+    "iothread",
+    "throttle-group",
+    "secret_keyring",
+    "tls-creds-anon",
+    "tls-creds-psk",
+    "tls-creds-x509",
+    "tls-cipher-suites",
+    "authz-simple",
+    "authz-list",
+    "authz-listfile",
+    "authz-pam",
+    "rng-random",
+    "rng-egd",
+    "rng-builtin",
+    "cryptodev-backend-builtin",
+    "cryptodev-vhost-user",
+    "input-linux",
+    "filter-buffer",
+    "filter-dump",
+    "filter-mirror",
+    "filter-redirector",
+    "filter-replay",
+    "filter-rewriter",
+    "colo-compare",
+    "can-bus",
+    "pr-manager-helper",
+    "dbus-vmstate",
+    "main-loop",
+    "iommufd",
+];
+
 impl Secrets {
     /// Parses every `--object` argument. Only `secret` objects are known.
     pub fn from_objects(objects: &[&str]) -> Result<Secrets, Fail> {
@@ -128,14 +162,21 @@ impl Secrets {
                     (_, "data", Some(v)) => data = Some(v.clone()),
                     (_, "file", Some(v)) => file = Some(v.clone()),
                     (_, "format", Some(v)) => format = v.clone(),
-                    (_, other, _) => return Err(Fail::msg(format!("Invalid parameter '{other}'"))),
+                    (_, other, _) => {
+                        return Err(Fail::msg(format!("Parameter '{other}' is unexpected")))
+                    }
                 }
             }
             match typ.as_deref() {
                 Some("secret") => {}
-                Some(t) => {
+                Some(t) if QOM_TYPES.contains(&t) || t.starts_with("memory-backend-") => {
                     return Err(Fail::msg(format!(
                         "Object type '{t}' is not supported by rqemu's qemu-img (only 'secret')"
+                    )))
+                }
+                Some(t) => {
+                    return Err(Fail::msg(format!(
+                        "Parameter 'qom-type' does not accept value '{t}'"
                     )))
                 }
                 None => return Err(Fail::msg("Parameter 'qom-type' is missing")),
@@ -143,19 +184,27 @@ impl Secrets {
             let Some(id) = id else {
                 return Err(Fail::msg("Parameter 'id' is missing"));
             };
+            let ident = id.starts_with(|c: char| c.is_ascii_alphabetic())
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+            if !ident {
+                return Err(Fail::msg(
+                    "Parameter 'id' expects an identifier\nIdentifiers consist of letters, digits, '-', '.', '_', starting with a letter.",
+                ));
+            }
             let raw = match (data, file) {
                 (Some(d), None) => d.into_bytes(),
                 (None, Some(f)) => std::fs::read(&f).map_err(|e| {
                     Fail::msg(format!(
-                        "Unable to read {f}: {}",
+                        "Unable to read {f}: Failed to open file \u{201c}{f}\u{201d}: {}",
                         imgformats::os_error_text(&e)
                     ))
                 })?,
-                _ => {
-                    return Err(Fail::msg(
-                        "Either 'data' or 'file' must be provided, but not both",
-                    ))
+                (Some(_), Some(_)) => {
+                    return Err(Fail::msg("'file' and 'data' are mutually exclusive"))
                 }
+                (None, None) => return Err(Fail::msg("Either 'file' or 'data' must be provided")),
             };
             let bytes = match format.as_str() {
                 "raw" => raw,
@@ -167,6 +216,11 @@ impl Secrets {
                     )))
                 }
             };
+            if s.map.contains_key(&id) {
+                return Err(Fail::msg(format!(
+                    "attempt to add duplicate property '{id}' to object (type 'container')"
+                )));
+            }
             s.map.insert(id, bytes);
         }
         Ok(s)

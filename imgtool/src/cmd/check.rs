@@ -148,6 +148,9 @@ pub fn run(argv: &[String]) -> CmdResult {
                     }
                 }
             }
+            "object" => {
+                Secrets::from_objects(&[val.as_deref().unwrap_or_default()])?;
+            }
             _ => {}
         }
     }

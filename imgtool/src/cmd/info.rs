@@ -252,7 +252,18 @@ pub fn run(argv: &[String]) -> CmdResult {
     let Some(p) = parse_cmd("info", argv, &spec, HELP)? else {
         return Ok(0);
     };
-    let output = parse_output("info", p.last("output"))?;
+    // Options are validated in command-line order, as qemu-img does.
+    let mut output = OutputFormat::Human;
+    for (id, val) in &p.opts {
+        let v = val.as_deref().unwrap_or_default();
+        match *id {
+            "output" => output = parse_output("info", Some(v))?,
+            "object" => {
+                Secrets::from_objects(&[v])?;
+            }
+            _ => {}
+        }
+    }
     if p.args.len() != 1 {
         return Err(usage_error("info", "Expecting one image file name"));
     }

@@ -240,8 +240,8 @@ pub fn run(argv: &[String]) -> CmdResult {
         opt(None, Some("image-opts"), false, "image-opts"),
         opt(None, Some("object"), true, "object"),
         opt(None, Some("output"), true, "output"),
-        opt(None, Some("start-offset"), true, "start-offset"),
-        opt(None, Some("max-length"), true, "max-length"),
+        opt(Some('s'), Some("start-offset"), true, "start-offset"),
+        opt(Some('l'), Some("max-length"), true, "max-length"),
         opt(Some('U'), Some("force-share"), false, "force-share"),
     ];
     let Some(p) = parse_cmd("map", argv, &spec, HELP)? else {
@@ -262,6 +262,9 @@ pub fn run(argv: &[String]) -> CmdResult {
             "max-length" => {
                 max_len = strtosz::parse(v)
                     .map_err(|e| Fail::msg(strtosz::message("max length", v, e)))?
+            }
+            "object" => {
+                Secrets::from_objects(&[val.as_deref().unwrap_or_default()])?;
             }
             _ => {}
         }

@@ -190,6 +190,9 @@ pub fn run(argv: &[String]) -> CmdResult {
                 )
             }
             "snapshot" => snapshot = Some(SnapshotParam::parse(v)?),
+            "object" => {
+                Secrets::from_objects(&[val.as_deref().unwrap_or_default()])?;
+            }
             _ => {}
         }
     }
