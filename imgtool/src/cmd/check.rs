@@ -149,7 +149,7 @@ pub fn run(argv: &[String]) -> CmdResult {
                 }
             }
             "object" => {
-                Secrets::from_objects(&[val.as_deref().unwrap_or_default()])?;
+                Secrets::from_objects(&[val.unwrap_or_default()])?;
             }
             _ => {}
         }
