@@ -304,6 +304,16 @@ pub trait BlockDriver: Send {
         None
     }
 
+    /// True if `qemu-img map` must look at the host file below data this
+    /// layer maps plainly, reporting host holes as zero (`"zero": true,
+    /// "data": true`). QEMU does this for qcow2 images that look
+    /// metadata-preallocated (clusters allocated in the image but sparse in
+    /// the host file, e.g. `-o preallocation=metadata`); for ordinary images
+    /// it does not, so the default is false.
+    fn map_zeroes_from_host(&self) -> bool {
+        false
+    }
+
     /// True if the image is marked dirty (e.g. qcow2 lazy refcounts).
     fn dirty(&self) -> bool {
         false

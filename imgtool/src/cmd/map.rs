@@ -64,29 +64,20 @@ impl MapEntry {
     }
 }
 
-/// Data stored plainly in a layer's file may sit in a hole of that file
-/// (a cluster written only in part): qemu-img then reports the run as
-/// `"zero": true` (still `"data": true`), and splits runs where the host
-/// file changes between data and hole. A hole that runs to the end of the
-/// file is not reported as zero (observed on qemu-img 10.0.2).
+/// Data stored plainly in a layer's file may sit in a hole of that file.
+/// For layers that ask for it ([`BlockDriver::map_zeroes_from_host`], QEMU's
+/// behaviour for metadata-preallocated qcow2 images) such runs are reported
+/// as `"zero": true` (still `"data": true`), split where the host file
+/// changes between data and hole.
 fn refine_by_host(layer: &dyn BlockDriver, host: u64, e: &mut MapEntry) -> Result<(), Error> {
     let file = layer.file();
-    let ext = file.host_extent(host, e.length)?;
-    if !ext.hole {
-        e.length = e.length.min(ext.len.max(1));
-        return Ok(());
-    }
-    let file_len = file.len()?;
-    if host >= file_len {
-        return Ok(());
-    }
-    // A hole followed by more data ends before the end of the file.
-    let to_end = file_len - host + 1;
-    let whole = file.host_extent(host, to_end)?;
-    if whole.len < to_end {
+    if host >= file.len()? {
         e.zero = true;
-        e.length = e.length.min(ext.len.max(1));
+        return Ok(());
     }
+    let ext = file.host_extent(host, e.length)?;
+    e.length = e.length.min(ext.len.max(1));
+    e.zero = ext.hole;
     Ok(())
 }
 
@@ -118,7 +109,7 @@ fn chain_entry(
         Alloc::Data => {
             e.data = true;
             e.offset = st.offset;
-            if let Some(host) = st.offset {
+            if let Some(host) = st.offset.filter(|_| layer.map_zeroes_from_host()) {
                 refine_by_host(layer, host, &mut e).map_err(|e| (e, fmt))?;
             }
         }
