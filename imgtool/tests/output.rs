@@ -756,6 +756,10 @@ fn qcow2_images(t: &TempDir) {
         ],
     );
 
+    // A cluster written in part (a hole in the host file) before more data.
+    real(d, &["create", "-q", "-f", "qcow2", "part.qcow2", "10M"]);
+    qemu_io(d, "part.qcow2", &["write -P 2 1M 100k", "write 3M 64k"]);
+
     // A snapshot of less data than the image holds now, at a smaller size.
     real(d, &["create", "-q", "-f", "qcow2", "ms.qcow2", "10M"]);
     qemu_io(d, "ms.qcow2", &["write 0 1M"]);
@@ -880,6 +884,8 @@ fn qcow2_outputs_match_real() {
         ],
         &["check", "-f", "qcow2", "base.raw"],
         &["map", "ch//top.qcow2"],
+        &["map", "part.qcow2"],
+        &["map", "--output=json", "part.qcow2"],
         &["map", "--output=json", "./ch/../ch/big.qcow2"],
         &["info", "--backing-chain", "ch//top.qcow2"],
         &["info", "mis.qcow2"],
@@ -956,6 +962,24 @@ fn qcow2_driver_details_match_real() {
         ],
     );
     same(d, &["map", "--output=json", "zz.qcow2"]);
+    // QEMU reports host holes under data as zero for images that look
+    // metadata-preallocated (BlockDriver::map_zeroes_from_host).
+    real(
+        d,
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "preallocation=metadata",
+            "pm.qcow2",
+            "1M",
+        ],
+    );
+    qemu_io(d, "pm.qcow2", &["write 64k 4k"]);
+    same(d, &["map", "--output=json", "pm.qcow2"]);
+    same(d, &["map", "pm.qcow2"]);
     // Needs the driver's corruption message to carry the L2 location.
     same(d, &["map", "mis.qcow2"]);
     // An image marked corrupt is repaired (the driver must honour
