@@ -503,10 +503,13 @@ fn qcow2_images(t: &TempDir) {
     qemu_io(
         d,
         "q.qcow2",
+        // Whole clusters: a partly written last cluster followed by a
+        // snapshot table makes QEMU look into the host file (see
+        // qcow2_driver_details_match_real).
         &[
             "write -P 1 0 64k",
             "write -z 128k 64k",
-            "write -P 2 1M 100k",
+            "write -P 2 1M 128k",
         ],
     );
     real(d, &["snapshot", "-c", "snap1", "q.qcow2"]);
@@ -980,6 +983,10 @@ fn qcow2_driver_details_match_real() {
     qemu_io(d, "pm.qcow2", &["write 64k 4k"]);
     same(d, &["map", "--output=json", "pm.qcow2"]);
     same(d, &["map", "pm.qcow2"]);
+    real(d, &["create", "-q", "-f", "qcow2", "ps.qcow2", "10M"]);
+    qemu_io(d, "ps.qcow2", &["write -P 2 1M 100k"]);
+    real(d, &["snapshot", "-c", "s", "ps.qcow2"]);
+    same(d, &["map", "ps.qcow2"]);
     // Needs the driver's corruption message to carry the L2 location.
     same(d, &["map", "mis.qcow2"]);
     // An image marked corrupt is repaired (the driver must honour
