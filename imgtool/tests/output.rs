@@ -726,6 +726,64 @@ fn qcow2_images(t: &TempDir) {
         ],
     );
 
+    // Subclusters (extended L2) over raw, under another overlay; a
+    // compressed backing image.
+    real(
+        &ch,
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "extended_l2=on",
+            "-b",
+            "base.raw",
+            "-F",
+            "raw",
+            "ex.qcow2",
+        ],
+    );
+    qemu_io(
+        &ch,
+        "ex.qcow2",
+        &["write -P 1 4k 4k", "write -z 64k 8k", "write 200k 20k"],
+    );
+    real(
+        &ch,
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "ex.qcow2",
+            "-F",
+            "qcow2",
+            "ex2.qcow2",
+        ],
+    );
+    qemu_io(&ch, "ex2.qcow2", &["write 2k 1k"]);
+    real(
+        d,
+        &["convert", "-c", "-O", "qcow2", "src.raw", "ch/cb.qcow2"],
+    );
+    real(
+        &ch,
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "cb.qcow2",
+            "-F",
+            "qcow2",
+            "cbt.qcow2",
+        ],
+    );
+    qemu_io(&ch, "cbt.qcow2", &["write 64k 64k"]);
+
     // Missing backing file, absolute backing path.
     real(
         d,
@@ -819,6 +877,9 @@ fn qcow2_outputs_match_real() {
         "ch/big.qcow2",
         "ch/small2.qcow2",
         "ch/c2.qcow2",
+        "ch/ex.qcow2",
+        "ch/ex2.qcow2",
+        "ch/cbt.qcow2",
     ] {
         compare_all_outputs(d, img);
     }
