@@ -10,6 +10,7 @@
 pub mod driver;
 pub mod error;
 pub mod file;
+pub mod qcow2;
 pub mod raw;
 pub mod size;
 pub mod value;
@@ -48,6 +49,7 @@ pub struct FormatOps {
     /// Scores a file header (0 = not this format), as QEMU's probing does.
     pub probe: fn(&[u8]) -> u32,
     /// Computes the size needed for a new image of this format.
+    #[allow(clippy::type_complexity)]
     pub measure: Option<fn(&CreateOpts, u64, Option<&mut dyn BlockDriver>) -> Result<Measure>>,
     /// True if the format supports backing files.
     pub supports_backing: bool,
@@ -129,27 +131,39 @@ pub fn chain_status(top: &mut dyn BlockDriver, offset: u64, max_len: u64) -> Res
 /// Every format this library knows, in the order `qemu-img --help` would
 /// list them.
 pub fn formats() -> &'static [FormatOps] {
-    static FORMATS: &[FormatOps] = &[FormatOps {
-        name: "raw",
-        create_opts: raw::CREATE_OPTS,
-        create: raw::create,
-        open: raw_open,
-        probe: raw_probe,
-        measure: Some(raw_measure),
-        supports_backing: false,
-        formatting: &[
-            FormattingOpt {
-                name: "size",
-                default: Some("0"),
-                size: true,
-            },
-            FormattingOpt {
-                name: "preallocation",
-                default: None,
-                size: false,
-            },
-        ],
-    }];
+    static FORMATS: &[FormatOps] = &[
+        FormatOps {
+            name: "raw",
+            create_opts: raw::CREATE_OPTS,
+            create: raw::create,
+            open: raw_open,
+            probe: raw_probe,
+            measure: Some(raw_measure),
+            supports_backing: false,
+            formatting: &[
+                FormattingOpt {
+                    name: "size",
+                    default: Some("0"),
+                    size: true,
+                },
+                FormattingOpt {
+                    name: "preallocation",
+                    default: None,
+                    size: false,
+                },
+            ],
+        },
+        FormatOps {
+            name: "qcow2",
+            create_opts: qcow2::CREATE_OPTS,
+            create: qcow2::create,
+            open: qcow2::open,
+            probe: qcow2::probe,
+            measure: Some(qcow2::measure),
+            supports_backing: true,
+            formatting: qcow2::FORMATTING,
+        },
+    ];
     FORMATS
 }
 
