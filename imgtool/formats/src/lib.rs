@@ -10,6 +10,7 @@
 pub mod driver;
 pub mod error;
 pub mod file;
+pub mod qcow;
 pub mod raw;
 pub mod size;
 pub mod value;
@@ -35,6 +36,10 @@ pub struct Measure {
     pub bitmaps: Option<u64>,
 }
 
+/// Computes the size needed for a new image: options, virtual size, and the
+/// source image when converting.
+pub type MeasureFn = fn(&CreateOpts, u64, Option<&mut dyn BlockDriver>) -> Result<Measure>;
+
 /// How a format is created, opened, probed and measured.
 pub struct FormatOps {
     /// The format name as `-f` takes it.
@@ -48,7 +53,7 @@ pub struct FormatOps {
     /// Scores a file header (0 = not this format), as QEMU's probing does.
     pub probe: fn(&[u8]) -> u32,
     /// Computes the size needed for a new image of this format.
-    pub measure: Option<fn(&CreateOpts, u64, Option<&mut dyn BlockDriver>) -> Result<Measure>>,
+    pub measure: Option<MeasureFn>,
     /// True if the format supports backing files.
     pub supports_backing: bool,
     /// The options the "Formatting ..." line of `create` prints, in order.
@@ -126,30 +131,102 @@ pub fn chain_status(top: &mut dyn BlockDriver, offset: u64, max_len: u64) -> Res
     }
 }
 
+fn qcow_open(file: ImageFile, opts: &OpenOpts) -> Result<Box<dyn BlockDriver>> {
+    Ok(Box::new(qcow::Qcow::open(file, opts)?))
+}
+
+fn qcow_measure(
+    _opts: &CreateOpts,
+    _size: u64,
+    _source: Option<&mut dyn BlockDriver>,
+) -> Result<Measure> {
+    Err(Error::unsupported(
+        "Block driver 'qcow' does not support size measurement",
+    ))
+}
+
 /// Every format this library knows, in the order `qemu-img --help` would
 /// list them.
 pub fn formats() -> &'static [FormatOps] {
-    static FORMATS: &[FormatOps] = &[FormatOps {
-        name: "raw",
-        create_opts: raw::CREATE_OPTS,
-        create: raw::create,
-        open: raw_open,
-        probe: raw_probe,
-        measure: Some(raw_measure),
-        supports_backing: false,
-        formatting: &[
-            FormattingOpt {
-                name: "size",
-                default: Some("0"),
-                size: true,
-            },
-            FormattingOpt {
-                name: "preallocation",
-                default: None,
-                size: false,
-            },
-        ],
-    }];
+    static FORMATS: &[FormatOps] = &[
+        FormatOps {
+            name: "raw",
+            create_opts: raw::CREATE_OPTS,
+            create: raw::create,
+            open: raw_open,
+            probe: raw_probe,
+            measure: Some(raw_measure),
+            supports_backing: false,
+            formatting: &[
+                FormattingOpt {
+                    name: "size",
+                    default: Some("0"),
+                    size: true,
+                },
+                FormattingOpt {
+                    name: "preallocation",
+                    default: None,
+                    size: false,
+                },
+            ],
+        },
+        FormatOps {
+            name: "qcow",
+            create_opts: qcow::CREATE_OPTS,
+            create: qcow::create,
+            open: qcow_open,
+            probe: qcow::probe,
+            measure: Some(qcow_measure),
+            supports_backing: true,
+            formatting: &[
+                FormattingOpt {
+                    name: "size",
+                    default: Some("0"),
+                    size: true,
+                },
+                FormattingOpt {
+                    name: "backing_file",
+                    default: None,
+                    size: false,
+                },
+                FormattingOpt {
+                    name: "backing_fmt",
+                    default: None,
+                    size: false,
+                },
+                FormattingOpt {
+                    name: "encryption",
+                    default: None,
+                    size: false,
+                },
+                FormattingOpt {
+                    name: "encrypt.format",
+                    default: None,
+                    size: false,
+                },
+                FormattingOpt {
+                    name: "encrypt.key-secret",
+                    default: None,
+                    size: false,
+                },
+                FormattingOpt {
+                    name: "nocow",
+                    default: None,
+                    size: false,
+                },
+                FormattingOpt {
+                    name: "preallocation",
+                    default: None,
+                    size: false,
+                },
+                FormattingOpt {
+                    name: "extent_size_hint",
+                    default: None,
+                    size: true,
+                },
+            ],
+        },
+    ];
     FORMATS
 }
 
@@ -222,16 +299,15 @@ fn open_chain_inner(
             key: opts.key.clone(),
             no_backing: false,
         };
-        let backing = open_chain_inner(&bpath, bfmt.as_deref(), &bopts, seen).map_err(|e| {
-            match e {
+        let backing =
+            open_chain_inner(&bpath, bfmt.as_deref(), &bopts, seen).map_err(|e| match e {
                 Error::BackingLoop(_) => e,
                 other => Error::invalid(format!(
                     "Could not open backing file: Could not open '{}': {}",
                     bpath.display(),
                     strip_path_prefix(&other)
                 )),
-            }
-        })?;
+            })?;
         img.set_backing(Some(backing));
     }
     Ok(img)
