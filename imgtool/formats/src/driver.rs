@@ -141,9 +141,9 @@ impl CreateOpts {
     pub fn get_num(&self, key: &str) -> Result<Option<u64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => parse_uint(v)
-                .map(Some)
-                .ok_or_else(|| Error::invalid(format!("Parameter '{key}' expects a number"))),
+            Some(v) => parse_uint(v).map(Some).ok_or_else(|| {
+                Error::invalid(format!("Parameter '{key}' expects a number"))
+            }),
         }
     }
 

@@ -33,9 +33,7 @@ pub enum Error {
     #[error("Image is read-only")]
     ReadOnly,
     /// A backing chain that loops back on itself.
-    #[error(
-        "Backing file loop detected: '{0}' is its own backing file (directly or through a chain)"
-    )]
+    #[error("Backing file loop detected: '{0}' is its own backing file (directly or through a chain)")]
     BackingLoop(String),
     /// An encrypted image needs a key that was not given.
     #[error("{0}")]

@@ -346,10 +346,7 @@ impl ImageFile {
         }
         let hole = hole as u64;
         Ok(HostExtent {
-            len: hole
-                .saturating_sub(offset)
-                .clamp(1, max_len.max(1))
-                .min(max_len),
+            len: hole.saturating_sub(offset).clamp(1, max_len.max(1)).min(max_len),
             hole: false,
         })
     }

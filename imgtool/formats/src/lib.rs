@@ -131,20 +131,6 @@ pub fn chain_status(top: &mut dyn BlockDriver, offset: u64, max_len: u64) -> Res
     }
 }
 
-fn qcow_open(file: ImageFile, opts: &OpenOpts) -> Result<Box<dyn BlockDriver>> {
-    Ok(Box::new(qcow::Qcow::open(file, opts)?))
-}
-
-fn qcow_measure(
-    _opts: &CreateOpts,
-    _size: u64,
-    _source: Option<&mut dyn BlockDriver>,
-) -> Result<Measure> {
-    Err(Error::unsupported(
-        "Block driver 'qcow' does not support size measurement",
-    ))
-}
-
 /// Every format this library knows, in the order `qemu-img --help` would
 /// list them.
 pub fn formats() -> &'static [FormatOps] {
@@ -170,62 +156,7 @@ pub fn formats() -> &'static [FormatOps] {
                 },
             ],
         },
-        FormatOps {
-            name: "qcow",
-            create_opts: qcow::CREATE_OPTS,
-            create: qcow::create,
-            open: qcow_open,
-            probe: qcow::probe,
-            measure: Some(qcow_measure),
-            supports_backing: true,
-            formatting: &[
-                FormattingOpt {
-                    name: "size",
-                    default: Some("0"),
-                    size: true,
-                },
-                FormattingOpt {
-                    name: "backing_file",
-                    default: None,
-                    size: false,
-                },
-                FormattingOpt {
-                    name: "backing_fmt",
-                    default: None,
-                    size: false,
-                },
-                FormattingOpt {
-                    name: "encryption",
-                    default: None,
-                    size: false,
-                },
-                FormattingOpt {
-                    name: "encrypt.format",
-                    default: None,
-                    size: false,
-                },
-                FormattingOpt {
-                    name: "encrypt.key-secret",
-                    default: None,
-                    size: false,
-                },
-                FormattingOpt {
-                    name: "nocow",
-                    default: None,
-                    size: false,
-                },
-                FormattingOpt {
-                    name: "preallocation",
-                    default: None,
-                    size: false,
-                },
-                FormattingOpt {
-                    name: "extent_size_hint",
-                    default: None,
-                    size: true,
-                },
-            ],
-        },
+        qcow::FORMAT,
     ];
     FORMATS
 }
@@ -299,15 +230,16 @@ fn open_chain_inner(
             key: opts.key.clone(),
             no_backing: false,
         };
-        let backing =
-            open_chain_inner(&bpath, bfmt.as_deref(), &bopts, seen).map_err(|e| match e {
+        let backing = open_chain_inner(&bpath, bfmt.as_deref(), &bopts, seen).map_err(|e| {
+            match e {
                 Error::BackingLoop(_) => e,
                 other => Error::invalid(format!(
                     "Could not open backing file: Could not open '{}': {}",
                     bpath.display(),
                     strip_path_prefix(&other)
                 )),
-            })?;
+            }
+        })?;
         img.set_backing(Some(backing));
     }
     Ok(img)

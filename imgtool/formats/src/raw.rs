@@ -47,7 +47,9 @@ pub fn create(path: &Path, size: u64, opts: &CreateOpts) -> Result<()> {
     }
     let prealloc = opts.prealloc()?;
     if prealloc == Prealloc::Metadata {
-        return Err(Error::invalid("Unsupported preallocation mode 'metadata'"));
+        return Err(Error::invalid(
+            "Unsupported preallocation mode 'metadata'",
+        ));
     }
     let file = ImageFile::create(path)?;
     file.grow(size, prealloc)?;
@@ -128,7 +130,9 @@ impl BlockDriver for Raw {
             ));
         }
         if prealloc == Prealloc::Metadata {
-            return Err(Error::invalid("Unsupported preallocation mode 'metadata'"));
+            return Err(Error::invalid(
+                "Unsupported preallocation mode 'metadata'",
+            ));
         }
         self.file.grow(new_size, prealloc)?;
         self.size = round_up_sector(new_size);

@@ -27,6 +27,7 @@ use crate::driver::{
 };
 use crate::error::{Error, Result};
 use crate::file::{ImageFile, Prealloc};
+use crate::{FormatOps, FormattingOpt, Measure};
 
 pub use compress::{compress_cluster, decompress_cluster, QcowCompressor};
 pub use crypt::SectorCipher;
@@ -66,6 +67,80 @@ pub const CREATE_OPTS: &[OptDesc] = &[
         help: "Virtual disk size",
     },
 ];
+
+/// The registry entry of the format (see [`crate::formats`]).
+pub const FORMAT: FormatOps = FormatOps {
+    name: "qcow",
+    create_opts: CREATE_OPTS,
+    create,
+    open: open_boxed,
+    probe,
+    measure: Some(measure),
+    supports_backing: true,
+    // The order of the real "Formatting 'x', fmt=qcow ..." line.
+    formatting: &[
+        FormattingOpt {
+            name: "size",
+            default: Some("0"),
+            size: true,
+        },
+        FormattingOpt {
+            name: "backing_file",
+            default: None,
+            size: false,
+        },
+        FormattingOpt {
+            name: "backing_fmt",
+            default: None,
+            size: false,
+        },
+        FormattingOpt {
+            name: "encryption",
+            default: None,
+            size: false,
+        },
+        FormattingOpt {
+            name: "encrypt.format",
+            default: None,
+            size: false,
+        },
+        FormattingOpt {
+            name: "encrypt.key-secret",
+            default: None,
+            size: false,
+        },
+        FormattingOpt {
+            name: "nocow",
+            default: None,
+            size: false,
+        },
+        FormattingOpt {
+            name: "preallocation",
+            default: None,
+            size: false,
+        },
+        FormattingOpt {
+            name: "extent_size_hint",
+            default: None,
+            size: true,
+        },
+    ],
+};
+
+fn open_boxed(file: ImageFile, opts: &OpenOpts) -> Result<Box<dyn BlockDriver>> {
+    Ok(Box::new(Qcow::open(file, opts)?))
+}
+
+/// The real qemu-img cannot measure for qcow; neither can we.
+fn measure(
+    _opts: &CreateOpts,
+    _size: u64,
+    _source: Option<&mut dyn BlockDriver>,
+) -> Result<Measure> {
+    Err(Error::unsupported(
+        "Block driver 'qcow' does not support size measurement",
+    ))
+}
 
 /// The message QEMU gives when an encrypted image is opened without a key.
 pub const NEED_KEY: &str = "Parameter 'encrypt.key-secret' is required for cipher";
