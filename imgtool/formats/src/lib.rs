@@ -10,6 +10,7 @@
 pub mod driver;
 pub mod error;
 pub mod file;
+pub mod qcow;
 pub mod qcow2;
 pub mod raw;
 pub mod size;
@@ -211,6 +212,7 @@ pub fn formats() -> &'static [FormatOps] {
             supports_backing: true,
             formatting: qcow2::FORMATTING,
         },
+        qcow::FORMAT,
     ];
     FORMATS
 }
