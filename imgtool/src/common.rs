@@ -308,6 +308,25 @@ pub fn open(
     secrets: &Secrets,
     p: &OpenParams,
 ) -> Result<Box<dyn BlockDriver>, Fail> {
+    open_with(spec, secrets, p, false)
+}
+
+/// Opens an image only to describe it (`info`): encrypted images open
+/// without their key, as with QEMU.
+pub fn open_metadata(
+    spec: &ImageSpec,
+    secrets: &Secrets,
+    p: &OpenParams,
+) -> Result<Box<dyn BlockDriver>, Fail> {
+    open_with(spec, secrets, p, true)
+}
+
+fn open_with(
+    spec: &ImageSpec,
+    secrets: &Secrets,
+    p: &OpenParams,
+    metadata_only: bool,
+) -> Result<Box<dyn BlockDriver>, Fail> {
     let key = match &spec.key_secret {
         Some(id) => Some(secrets.get(id)?),
         None => None,
@@ -316,6 +335,7 @@ pub fn open(
         writable: p.writable,
         key,
         no_backing: p.no_backing,
+        metadata_only,
     };
     let name = spec.display();
     let fmt = spec.fmt.as_deref();
@@ -367,23 +387,21 @@ pub fn parse_cache(s: Option<&str>) -> Result<Option<imgformats::CacheMode>, Fai
 }
 
 /// `--output human|json`.
-#[allow(dead_code)] // used by info/check/map/measure, landing from the output branch
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
     Human,
     Json,
 }
 
-/// Parses `--output`.
-#[allow(dead_code)] // used by info/check/map/measure, landing from the output branch
-pub fn parse_output(s: Option<&str>) -> Result<OutputFormat, Fail> {
+/// Parses `--output` of command `cmd` (qemu-img 10.0.2's message).
+pub fn parse_output(cmd: &str, s: Option<&str>) -> Result<OutputFormat, Fail> {
     match s {
         None | Some("human") => Ok(OutputFormat::Human),
         Some("json") => Ok(OutputFormat::Json),
-        Some(_) => Err(Fail::msg(format!(
-            "--output must be used with human or json as argument.\nTry '{} --help' for more info",
-            argv0()
-        ))),
+        Some(other) => Err(usage_error(
+            cmd,
+            &format!("--output expects 'human' or 'json' not '{other}'"),
+        )),
     }
 }
 

@@ -6,6 +6,8 @@ mod args;
 mod cmd;
 mod common;
 mod copy;
+mod json;
+mod strtosz;
 
 use std::process::ExitCode;
 
@@ -39,11 +41,15 @@ fn run(argv: &[String]) -> u8 {
             return 0;
         }
         "amend" => cmd::amend::run(rest),
+        "check" => cmd::check::run(rest),
         "commit" => cmd::commit::run(rest),
         "compare" => cmd::compare::run(rest),
         "convert" => cmd::convert::run(rest),
         "create" => cmd::create::run(rest),
         "dd" => cmd::dd::run(rest),
+        "info" => cmd::info::run(rest),
+        "map" => cmd::map::run(rest),
+        "measure" => cmd::measure::run(rest),
         "rebase" => cmd::rebase::run(rest),
         "resize" => cmd::resize::run(rest),
         "snapshot" => cmd::snapshot::run(rest),

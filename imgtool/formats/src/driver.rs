@@ -415,6 +415,10 @@ pub struct OpenOpts {
     pub key: Option<Vec<u8>>,
     /// Do not open the backing chain.
     pub no_backing: bool,
+    /// Open only to describe the image (`qemu-img info`): an encrypted
+    /// image must then open without its key, as QEMU's does, reporting
+    /// `encrypted()` and its metadata; reading or writing its data may fail.
+    pub metadata_only: bool,
 }
 
 /// The path a relative backing file name refers to: relative to the

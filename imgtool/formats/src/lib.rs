@@ -285,6 +285,7 @@ fn open_chain_inner(
             writable: false,
             key: opts.key.clone(),
             no_backing: false,
+            metadata_only: opts.metadata_only,
         };
         let backing =
             open_chain_inner(&bpath, bfmt.as_deref(), &bopts, seen).map_err(|e| match e {

@@ -1,11 +1,15 @@
 //! The qemu-img commands, one module each.
 
 pub mod amend;
+pub mod check;
 pub mod commit;
 pub mod compare;
 pub mod convert;
 pub mod create;
 pub mod dd;
+pub mod info;
+pub mod map;
+pub mod measure;
 pub mod rebase;
 pub mod resize;
 pub mod snapshot;

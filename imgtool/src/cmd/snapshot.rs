@@ -25,12 +25,14 @@ Arguments:
   --object OBJDEF       a secret object for encrypted images
 ";
 
-/// The "Snapshot list:" table qemu-img prints for `snapshot -l` and `info`.
+/// The "Snapshot list:" table qemu-img prints for `snapshot -l` and `info`
+/// (observed on qemu-img 10.0.2: columns `%-7s %-16s %8s %19s %15s %10s`,
+/// padded by bytes, not characters; "--" in ICOUNT when a snapshot has no
+/// instruction count; long values push the following columns right).
 pub fn snapshot_table(snaps: &[SnapshotInfo]) -> String {
     let mut s = String::from("Snapshot list:\n");
-    s.push_str(&format!(
-        "{:<7} {:<16} {:>8} {:>19} {:>15} {:>10}\n",
-        "ID", "TAG", "VM_SIZE", "DATE", "VM_CLOCK", "ICOUNT"
+    s.push_str(&snapshot_row(
+        "ID", "TAG", "VM_SIZE", "DATE", "VM_CLOCK", "ICOUNT",
     ));
     for sn in snaps {
         let clock = sn.vm_clock_nsec;
@@ -42,18 +44,42 @@ pub fn snapshot_table(snaps: &[SnapshotInfo]) -> String {
             (ms / 1000) % 60,
             ms % 1000
         );
-        let icount = sn.icount.map(|i| i.to_string()).unwrap_or_default();
-        s.push_str(&format!(
-            "{:<7} {:<16} {:>8} {:>19} {:>15} {:>10}\n",
-            sn.id,
-            sn.name,
-            size_to_str(sn.vm_state_size),
-            local_time(sn.date_sec),
-            vm_clock,
-            icount
+        let icount = sn
+            .icount
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "--".to_string());
+        s.push_str(&snapshot_row(
+            &sn.id,
+            &sn.name,
+            &size_to_str(sn.vm_state_size),
+            &local_time(sn.date_sec),
+            &vm_clock,
+            &icount,
         ));
     }
     s
+}
+
+/// One table row; C's printf pads by bytes, so multi-byte UTF-8 names
+/// get fewer padding spaces than `format!` would give them.
+fn snapshot_row(id: &str, tag: &str, size: &str, date: &str, clock: &str, icount: &str) -> String {
+    fn pad(s: &str, width: usize, left: bool) -> String {
+        let fill = " ".repeat(width.saturating_sub(s.len()));
+        if left {
+            format!("{s}{fill}")
+        } else {
+            format!("{fill}{s}")
+        }
+    }
+    format!(
+        "{} {} {} {} {} {}\n",
+        pad(id, 7, true),
+        pad(tag, 16, true),
+        pad(size, 8, false),
+        pad(date, 19, false),
+        pad(clock, 15, false),
+        pad(icount, 10, false)
+    )
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in the local time zone.
