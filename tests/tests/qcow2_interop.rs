@@ -33,7 +33,7 @@ fn create_is_byte_identical() {
             if opts.starts_with("preallocation") && size == "100G" {
                 continue;
             }
-            let o = format!("{opts}");
+            let o = opts.to_string();
             ok(
                 t.path(),
                 &ours(),
