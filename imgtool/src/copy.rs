@@ -42,8 +42,9 @@ pub fn chain_run(
     if depth_limit == Some(0) {
         return Ok((max_len, RunKind::Unallocated));
     }
-    let st = img.block_status(offset, max_len)?;
+    let (st, zero) = imgformats::layer_status(img, offset, max_len)?;
     match st.alloc {
+        Alloc::Data if zero => Ok((st.len, RunKind::Zero)),
         Alloc::Data | Alloc::Compressed => Ok((st.len, RunKind::Data)),
         Alloc::Zero => Ok((st.len, RunKind::Zero)),
         Alloc::Unallocated => {

@@ -112,13 +112,35 @@ pub fn allocated_bytes(src: &mut dyn BlockDriver, size: u64) -> Result<u64> {
     Ok(total)
 }
 
+/// One layer's status refined by its host file: plainly stored data over a
+/// hole of the host file reads as zeroes (QEMU reports such runs with
+/// `"zero": true, "data": true`). Returns the status, clipped to where the
+/// host allocation changes, and whether the run reads as zero.
+pub fn layer_status(
+    img: &mut dyn BlockDriver,
+    offset: u64,
+    max_len: u64,
+) -> Result<(BlockStatus, bool)> {
+    let mut st = img.block_status(offset, max_len)?;
+    let zero = match (st.alloc, st.offset) {
+        (Alloc::Zero, _) => true,
+        (Alloc::Data, Some(host)) if img.format_name() != "raw" => {
+            let ext = img.file().host_extent(host, st.len)?;
+            st.len = ext.len.clamp(1, st.len);
+            ext.hole
+        }
+        _ => false,
+    };
+    Ok((st, zero))
+}
+
 /// Walks the chain at `offset`: returns the run length and whether the run
 /// holds data (false when it reads as zeroes in every layer down to the one
 /// that defines it).
 pub fn chain_status(top: &mut dyn BlockDriver, offset: u64, max_len: u64) -> Result<(u64, bool)> {
-    let st = top.block_status(offset, max_len)?;
+    let (st, zero) = layer_status(top, offset, max_len)?;
     match st.alloc {
-        Alloc::Data | Alloc::Compressed => Ok((st.len, true)),
+        Alloc::Data | Alloc::Compressed => Ok((st.len, !zero)),
         Alloc::Zero => Ok((st.len, false)),
         Alloc::Unallocated => match top.backing() {
             Some(b) if offset < b.size() => {

@@ -72,7 +72,7 @@ fn chain_entry(
     offset: u64,
     max: u64,
 ) -> Result<(MapEntry, String), Fail> {
-    let st = layer.block_status(offset, max)?;
+    let (st, host_zero) = imgformats::layer_status(layer, offset, max)?;
     let len = st.len.min(max);
     let mut e = MapEntry {
         start: offset,
@@ -87,6 +87,7 @@ fn chain_entry(
     match st.alloc {
         Alloc::Data => {
             e.data = true;
+            e.zero = host_zero;
             e.offset = st.offset;
         }
         Alloc::Compressed => {
@@ -230,7 +231,9 @@ pub fn run(argv: &[String]) -> CmdResult {
         OutputFormat::Human => {
             let mut text = String::from(HUMAN_HEADER);
             for (e, file) in &entries {
-                if !e.data {
+                // Runs that read as zero are not listed, even when data
+                // clusters are allocated for them (preallocated metadata).
+                if !e.data || e.zero {
                     continue;
                 }
                 let Some(o) = e.offset else {

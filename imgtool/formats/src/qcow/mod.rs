@@ -198,6 +198,9 @@ pub struct Qcow {
     backing: Option<Box<dyn BlockDriver>>,
     backing_name: Option<String>,
     cipher: Option<SectorCipher>,
+    /// Opened for metadata only (`OpenOpts::metadata_only`) without the key of an
+    /// encrypted image: every data access fails.
+    key_missing: bool,
     /// The last compressed cluster inflated: (host offset, data).
     inflated: Option<(u64, Vec<u8>)>,
 }
@@ -273,12 +276,14 @@ impl Qcow {
         let cipher = if header.crypt_method == CRYPT_AES {
             match &opts.key {
                 Some(k) => Some(SectorCipher::new(k)),
+                None if opts.metadata_only => None,
                 None => return Err(Error::NeedKey(NEED_KEY.to_string())),
             }
         } else {
             None
         };
 
+        let key_missing = cipher.is_none() && header.crypt_method != CRYPT_NONE;
         Ok(Qcow {
             file,
             size: header.size / 512 * 512,
@@ -291,9 +296,18 @@ impl Qcow {
             file_len,
             backing: None,
             backing_name,
+            key_missing,
             cipher,
             inflated: None,
         })
+    }
+
+    /// Fails when the image was opened for metadata only without its key.
+    fn need_key(&self) -> Result<()> {
+        if self.key_missing {
+            return Err(Error::NeedKey(NEED_KEY.to_string()));
+        }
+        Ok(())
     }
 
     /// The parsed header.
@@ -691,6 +705,7 @@ impl BlockDriver for Qcow {
     }
 
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.need_key()?;
         check_range(offset, buf.len() as u64, self.size)?;
         let cs = self.cluster_size;
         let mut done = 0usize;
@@ -740,6 +755,7 @@ impl BlockDriver for Qcow {
     }
 
     fn write(&mut self, offset: u64, buf: &[u8]) -> Result<()> {
+        self.need_key()?;
         check_range(offset, buf.len() as u64, self.size)?;
         self.writable()?;
         let mut done = 0usize;
@@ -753,6 +769,7 @@ impl BlockDriver for Qcow {
     }
 
     fn write_zeroes(&mut self, offset: u64, len: u64, may_unmap: bool) -> Result<()> {
+        self.need_key()?;
         check_range(offset, len, self.size)?;
         self.writable()?;
         let cs = self.cluster_size;
@@ -801,6 +818,7 @@ impl BlockDriver for Qcow {
     }
 
     fn write_compressed(&mut self, offset: u64, compressed: &[u8]) -> Result<()> {
+        self.need_key()?;
         self.writable()?;
         if self.header.crypt_method != CRYPT_NONE {
             return Err(Error::unsupported(
@@ -927,6 +945,7 @@ impl BlockDriver for Qcow {
     }
 
     fn make_empty(&mut self) -> Result<()> {
+        self.need_key()?;
         self.writable()?;
         let off = self.header.l1_table_offset;
         let bytes = self.header.l1_bytes();

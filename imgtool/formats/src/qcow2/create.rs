@@ -560,7 +560,13 @@ pub fn measure(
         (_, Prealloc::Falloc | Prealloc::Full) => full,
         (None, _) => meta,
         (Some(src), _) => {
-            if src.format_name() == "qcow2" {
+            // Only a version 3 qcow2 source can carry persistent bitmaps;
+            // qemu-img reports the line for those alone.
+            let v3 = src
+                .format_specific()
+                .and_then(|v| v.get("compat").cloned())
+                .is_some_and(|c| c == Value::Str("1.1".into()));
+            if src.format_name() == "qcow2" && v3 {
                 bitmaps = Some(bitmaps_size(src, cs));
             }
             let end = size.min(src.size());
