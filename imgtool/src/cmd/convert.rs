@@ -9,7 +9,7 @@ use imgformats::{BlockDriver, CreateOpts};
 use crate::args::opt;
 use crate::cmd::create::{merge_opts, print_opts_help, wants_help};
 use crate::common::{self, parse_cmd, CmdResult, Fail, ImageSpec, OpenParams, Progress, Secrets};
-use crate::copy::{chain_run, is_zero, ParallelCompressor, RunKind, CHUNK};
+use crate::copy::{chain_run, is_zero, read_ahead, ParallelCompressor, Piece, RunKind, CHUNK};
 
 const HELP: &str = "Copy one image to another with optional format conversion.  Usage:
 
@@ -302,29 +302,20 @@ impl Copier<'_> {
         depth: Option<usize>,
         progress: &mut Progress,
     ) -> Result<(), Fail> {
-        let size = src.size();
         if self.compress {
+            let size = src.size();
             return self.copy_compressed(src, base, size, progress);
         }
-        let mut off = 0u64;
-        let mut buf = Vec::new();
-        while off < size {
-            let want = (size - off).min(CHUNK);
-            let (len, kind) = chain_run(src, off, want, depth)?;
-            let len = len.clamp(1, want);
-            match kind {
+        read_ahead(src, depth, CHUNK, |p: &Piece| {
+            match p.kind {
                 RunKind::Unallocated => {}
-                RunKind::Zero => self.zero_out(base + off, len)?,
-                RunKind::Data => {
-                    buf.resize(len as usize, 0);
-                    src.read(off, &mut buf)?;
-                    self.write_sparse(base + off, &buf)?;
-                }
+                RunKind::Zero => self.zero_out(base + p.offset, p.len)?,
+                RunKind::Data => self.write_sparse(base + p.offset, &p.data)?,
             }
-            off += len;
-            self.done += len;
+            self.done += p.len;
             progress.update(self.done, self.total);
-        }
+            Ok::<(), Fail>(())
+        })?;
         Ok(())
     }
 
@@ -406,8 +397,10 @@ impl Copier<'_> {
                 "Compressed output needs each source to start on a cluster boundary of the target",
             ));
         }
-        let batch = (cluster * 64).max(8 << 20);
         let pc = ParallelCompressor::new(compressor.as_ref());
+        // A few clusters per core per batch: enough to keep every core busy,
+        // small enough that peak memory stays near the real qemu-img's.
+        let batch = cluster * (pc.threads() as u64 * 4).max(8);
         let mut buf = Vec::new();
         let mut off = 0u64;
         while off < size {

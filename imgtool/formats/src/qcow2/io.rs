@@ -420,6 +420,41 @@ impl Qcow2 {
         self.l2c.set(&self.file, l2off, 2 * ci + 1, &[nbm])
     }
 
+    /// Copy-on-write half of `alloc_write_run`: builds the new clusters from
+    /// the old contents around `[ws0, we1)` plus `data`, allocates and writes
+    /// them; returns the host offset of the first one.
+    #[allow(clippy::too_many_arguments)]
+    fn cow_fill_and_write(
+        &mut self,
+        n: u64,
+        first_start: u64,
+        fill_start: u64,
+        fill_end: u64,
+        ws0: u64,
+        we1: u64,
+        start: u64,
+        data: &[u8],
+    ) -> Result<u64> {
+        let head = (ws0 - fill_start) as usize;
+        let tail = (we1 - fill_start) as usize;
+        let mut buf = vec![0u8; (fill_end - fill_start) as usize];
+        if head > 0 {
+            self.read_at(fill_start, &mut buf[..head])?;
+        }
+        if tail < buf.len() {
+            let tail_end = fill_end.min(self.hdr.size);
+            if we1 < tail_end {
+                let t = (tail_end - fill_start) as usize;
+                self.read_at(we1, &mut buf[tail..t])?;
+            }
+        }
+        buf[head..tail].copy_from_slice(&data[(ws0 - start) as usize..(we1 - start) as usize]);
+        let host = self.alloc_data(n)?;
+        self.file
+            .write_at(&buf, host + (fill_start - first_start))?;
+        Ok(host)
+    }
+
     /// Allocates clusters `c0..=c1` (one L2 table) and writes `data`
     /// (which starts at guest `start`) into them with copy-on-write.
     fn alloc_write_run(
@@ -458,23 +493,19 @@ impl Qcow2 {
             last_start + cs
         };
         let fill_end = fill_end.min(self.hdr.size.div_ceil(1 << ub) << ub).max(we1);
-        let mut buf = vec![0u8; (fill_end - fill_start) as usize];
         let head = (ws0 - fill_start) as usize;
         let tail = (we1 - fill_start) as usize;
-        if head > 0 {
-            self.read_at(fill_start, &mut buf[..head])?;
-        }
-        if tail < buf.len() {
-            let tail_end = fill_end.min(self.hdr.size);
-            if we1 < tail_end {
-                let t = (tail_end - fill_start) as usize;
-                self.read_at(we1, &mut buf[tail..t])?;
-            }
-        }
-        buf[head..tail].copy_from_slice(&data[(ws0 - start) as usize..(we1 - start) as usize]);
-        let host = self.alloc_data(n)?;
-        self.file
-            .write_at(&buf, host + (fill_start - first_start))?;
+        let host = if head == 0 && tail == (fill_end - fill_start) as usize {
+            // Whole clusters: write straight from the caller's buffer.
+            let host = self.alloc_data(n)?;
+            self.file.write_at(
+                &data[(ws0 - start) as usize..(we1 - start) as usize],
+                host + (fill_start - first_start),
+            )?;
+            host
+        } else {
+            self.cow_fill_and_write(n, first_start, fill_start, fill_end, ws0, we1, start, data)?
+        };
 
         let mut words = Vec::with_capacity(n as usize * self.entry_words());
         for (i, (e, bm)) in olds.iter().enumerate() {
