@@ -182,3 +182,38 @@ fn aes_encryption_both_ways() {
     );
     assert_eq!(o.status.code(), Some(1));
 }
+
+#[test]
+fn classic_dash_e_encrypts_with_a_typed_password() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let t = TempDir::new("qdashe");
+    write_mixed_raw(&t.join("src.raw"), 1 << 20, 54);
+    let mut child = Command::new(ours())
+        .args([
+            "convert", "-e", "-f", "raw", "-O", "qcow", "src.raw", "e.qcow",
+        ])
+        .current_dir(t.path())
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(b"s3cret\n")
+        .expect("write password");
+    assert!(child.wait().expect("wait").success());
+    ok(
+        t.path(),
+        &real(),
+        &[
+            "compare",
+            "--object",
+            "secret,id=k,data=s3cret",
+            "--image-opts",
+            "driver=raw,file.filename=src.raw",
+            "driver=qcow,file.filename=e.qcow,encrypt.key-secret=k",
+        ],
+    );
+}

@@ -96,11 +96,6 @@ pub fn run(argv: &[String]) -> CmdResult {
     let Some(p) = parse_cmd("convert", argv, &spec, HELP)? else {
         return Ok(0);
     };
-    if p.has("encrypt") {
-        return Err(Fail::msg(
-            "Option -e has been removed, use -o encryption instead",
-        ));
-    }
     if p.has("compat6") {
         return Err(Fail::msg(
             "Option -6 has been removed, use -o compat6 instead",
@@ -133,7 +128,7 @@ pub fn run(argv: &[String]) -> CmdResult {
         print_opts_help(ops, false);
         return Ok(0);
     }
-    let secrets = Secrets::from_objects(&p.all("object"))?;
+    let mut secrets = Secrets::from_objects(&p.all("object"))?;
     let quiet = p.has("quiet");
     let no_create = p.has("no-create");
     let compress = p.has("compress");
@@ -214,11 +209,23 @@ pub fn run(argv: &[String]) -> CmdResult {
     if let Some(id) = opts.get("encrypt.key-secret").map(str::to_string) {
         opts.key = Some(secrets.get(&id)?);
     }
+    let mut key_secret = opts.get("encrypt.key-secret").map(str::to_string);
+    if p.has("encrypt") {
+        // The seed's `-e`: encrypt the target, asking for the password if
+        // no secret was given.
+        opts.set("encryption", "on");
+        if opts.key.is_none() {
+            let pw = common::read_password("Password: ")?;
+            secrets.insert(common::CLASSIC_E_SECRET, pw.clone());
+            opts.key = Some(pw);
+            key_secret = Some(common::CLASSIC_E_SECRET.to_string());
+        }
+    }
 
     let out_spec = ImageSpec {
         path: out_name.clone().into(),
         fmt: Some(out_fmt.to_string()),
-        key_secret: opts.get("encrypt.key-secret").map(str::to_string),
+        key_secret,
     };
     let target_zero;
     let mut target = if no_create {

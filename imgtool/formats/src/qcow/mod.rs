@@ -668,7 +668,7 @@ pub fn create(path: &Path, size: u64, opts: &CreateOpts) -> Result<()> {
             CRYPT_NONE
         }
     };
-    if crypt == CRYPT_AES && opts.get("encrypt.key-secret").is_none() {
+    if crypt == CRYPT_AES && opts.get("encrypt.key-secret").is_none() && opts.key.is_none() {
         return Err(Error::invalid(NEED_KEY));
     }
     let header = Header::new_image(size, backing, crypt)?;
