@@ -497,6 +497,7 @@ impl Qcow {
     fn ensure_l2(&mut self, c: u64) -> Result<u64> {
         let cur = self.l1_entry(c)?;
         if cur != 0 {
+            self.load_l2(cur)?;
             return Ok(cur);
         }
         let off = self.next_cluster();
@@ -513,12 +514,13 @@ impl Qcow {
     /// Writes L2 entries `[first, first+values.len())` of the table at
     /// `l2_offset`, on disk and in the cache.
     fn set_l2_entries(&mut self, l2_offset: u64, first: usize, values: &[u64]) -> Result<()> {
+        // Loading validates the table's offset before anything is written.
+        let t = self.load_l2(l2_offset)?;
         let mut raw = Vec::with_capacity(values.len() * 8);
         for v in values {
             raw.extend_from_slice(&v.to_be_bytes());
         }
         self.file.write_at(&raw, l2_offset + 8 * first as u64)?;
-        let t = self.load_l2(l2_offset)?;
         self.l2_cache[t].entries[first..first + values.len()].copy_from_slice(values);
         Ok(())
     }

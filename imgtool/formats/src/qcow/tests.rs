@@ -370,6 +370,25 @@ fn small_image(d: &Scratch) -> Vec<u8> {
     std::fs::read(&p).expect("read image")
 }
 
+/// Opens hostile bytes read-write and writes through every path; errors
+/// are expected, panics are bugs (found by the qcow_open fuzz target).
+fn write_bytes(d: &Scratch, name: &str, bytes: &[u8]) -> Result<()> {
+    let p = d.path(name);
+    std::fs::write(&p, bytes).expect("write hostile image");
+    let opts = OpenOpts {
+        writable: true,
+        ..OpenOpts::default()
+    };
+    let mut img = crate::open_image(&p, Some("qcow"), &opts)?;
+    let r1 = img.write(100, &[1u8; 3000]);
+    let r2 = img.write_compressed(
+        5 * 4096,
+        &compress_cluster(&[0u8; 4096]).unwrap_or_default(),
+    );
+    let r3 = img.write_zeroes(0, 4096, true);
+    r1.and(r2).and(r3)
+}
+
 fn open_bytes(d: &Scratch, name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
     let p = d.path(name);
     std::fs::write(&p, bytes).expect("write hostile image");
@@ -436,7 +455,12 @@ fn hostile_images_fail_cleanly() {
             open_bytes(&d, "h.qcow", &bytes).is_err(),
             "{what} must be rejected"
         );
+        let _ = write_bytes(&d, "w.qcow", &bytes);
     }
+    // An L1 entry near 2^64 once overflowed the L2 entry write.
+    let huge_l2 = patch(48, &0xffff_ffff_ffff_fff8u64.to_be_bytes());
+    assert!(write_bytes(&d, "w.qcow", &huge_l2).is_err());
+    assert!(write_bytes(&d, "w.qcow", &good).is_ok());
     // Every single-byte corruption of the header and tables either works or
     // fails cleanly; none may panic.
     for at in (0..good.len()).step_by(7) {
@@ -444,6 +468,9 @@ fn hostile_images_fail_cleanly() {
             let mut b = good.clone();
             b[at] = v;
             let _ = open_bytes(&d, "f.qcow", &b);
+            if at < 0x1100 {
+                let _ = write_bytes(&d, "f.qcow", &b);
+            }
         }
     }
 }
