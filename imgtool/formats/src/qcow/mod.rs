@@ -224,8 +224,20 @@ fn round_up(n: u64, to: u64) -> u64 {
 impl Qcow {
     /// Opens a qcow image over a host file, validating the header, the L1
     /// table's placement and the backing file name. An encrypted image needs
-    /// `opts.key`.
+    /// `opts.key` (QEMU's "Parameter 'encrypt.key-secret' is required for
+    /// cipher" otherwise).
     pub fn open(file: ImageFile, opts: &OpenOpts) -> Result<Qcow> {
+        Qcow::open_inner(file, opts.key.as_deref(), false)
+    }
+
+    /// Opens an image for metadata queries only, as `qemu-img info` does:
+    /// an encrypted image opens without its key, and then every data read
+    /// or write fails with the missing-key error.
+    pub fn open_without_key(file: ImageFile) -> Result<Qcow> {
+        Qcow::open_inner(file, None, true)
+    }
+
+    fn open_inner(file: ImageFile, key: Option<&[u8]>, key_optional: bool) -> Result<Qcow> {
         let file_len = file.len()?;
         let mut hbuf = [0u8; HEADER_SIZE];
         let n = file_len.min(HEADER_SIZE as u64) as usize;
@@ -270,8 +282,9 @@ impl Qcow {
         }
 
         let cipher = if header.crypt_method == CRYPT_AES {
-            match &opts.key {
+            match key {
                 Some(k) => Some(SectorCipher::new(k)),
+                None if key_optional => None,
                 None => return Err(Error::NeedKey(NEED_KEY.to_string())),
             }
         } else {
@@ -298,6 +311,14 @@ impl Qcow {
     /// The parsed header.
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// Fails when the image is encrypted but was opened without its key.
+    fn check_key(&self) -> Result<()> {
+        if self.header.crypt_method != CRYPT_NONE && self.cipher.is_none() {
+            return Err(Error::NeedKey(NEED_KEY.to_string()));
+        }
+        Ok(())
     }
 
     fn l2_len(&self) -> u64 {
@@ -693,6 +714,7 @@ impl BlockDriver for Qcow {
 
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
         check_range(offset, buf.len() as u64, self.size)?;
+        self.check_key()?;
         let cs = self.cluster_size;
         let mut done = 0usize;
         while done < buf.len() {
@@ -742,6 +764,7 @@ impl BlockDriver for Qcow {
 
     fn write(&mut self, offset: u64, buf: &[u8]) -> Result<()> {
         check_range(offset, buf.len() as u64, self.size)?;
+        self.check_key()?;
         self.writable()?;
         let mut done = 0usize;
         while done < buf.len() {
@@ -755,6 +778,7 @@ impl BlockDriver for Qcow {
 
     fn write_zeroes(&mut self, offset: u64, len: u64, may_unmap: bool) -> Result<()> {
         check_range(offset, len, self.size)?;
+        self.check_key()?;
         self.writable()?;
         let cs = self.cluster_size;
         let end = offset + len;

@@ -335,6 +335,16 @@ fn encrypted_round_trip_and_wrong_or_missing_key() {
         .err()
         .map(|e| e.to_string());
     assert_eq!(err.as_deref(), Some(NEED_KEY));
+    // Metadata without the key, as `qemu-img info` needs; data I/O fails.
+    let file = ImageFile::open(&p, false).expect("open file");
+    let mut meta = Qcow::open_without_key(file).expect("open without key");
+    assert!(meta.encrypted());
+    assert_eq!(
+        meta.block_status(0, 4096).expect("status").alloc,
+        Alloc::Data
+    );
+    let mut b = [0u8; 512];
+    assert!(matches!(meta.read(0, &mut b), Err(Error::NeedKey(_))));
     let mut wrong = open_rw(&p, Some(b"abd"));
     assert_ne!(read_all(wrong.as_mut()), model);
 }
