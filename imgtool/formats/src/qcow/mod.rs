@@ -198,9 +198,6 @@ pub struct Qcow {
     backing: Option<Box<dyn BlockDriver>>,
     backing_name: Option<String>,
     cipher: Option<SectorCipher>,
-    /// Opened for metadata only (`OpenOpts::metadata_only`) without the key of an
-    /// encrypted image: every data access fails.
-    key_missing: bool,
     /// The last compressed cluster inflated: (host offset, data).
     inflated: Option<(u64, Vec<u8>)>,
 }
@@ -228,8 +225,21 @@ fn round_up(n: u64, to: u64) -> u64 {
 impl Qcow {
     /// Opens a qcow image over a host file, validating the header, the L1
     /// table's placement and the backing file name. An encrypted image needs
-    /// `opts.key`.
+    /// `opts.key` (QEMU's "Parameter 'encrypt.key-secret' is required for
+    /// cipher" otherwise).
+    /// With `opts.metadata_only` an encrypted image opens without its key.
     pub fn open(file: ImageFile, opts: &OpenOpts) -> Result<Qcow> {
+        Qcow::open_inner(file, opts.key.as_deref(), opts.metadata_only)
+    }
+
+    /// Opens an image for metadata queries only, as `qemu-img info` does:
+    /// an encrypted image opens without its key, and then every data read
+    /// or write fails with the missing-key error.
+    pub fn open_without_key(file: ImageFile) -> Result<Qcow> {
+        Qcow::open_inner(file, None, true)
+    }
+
+    fn open_inner(file: ImageFile, key: Option<&[u8]>, key_optional: bool) -> Result<Qcow> {
         let file_len = file.len()?;
         let mut hbuf = [0u8; HEADER_SIZE];
         let n = file_len.min(HEADER_SIZE as u64) as usize;
@@ -274,16 +284,15 @@ impl Qcow {
         }
 
         let cipher = if header.crypt_method == CRYPT_AES {
-            match &opts.key {
+            match key {
                 Some(k) => Some(SectorCipher::new(k)),
-                None if opts.metadata_only => None,
+                None if key_optional => None,
                 None => return Err(Error::NeedKey(NEED_KEY.to_string())),
             }
         } else {
             None
         };
 
-        let key_missing = cipher.is_none() && header.crypt_method != CRYPT_NONE;
         Ok(Qcow {
             file,
             size: header.size / 512 * 512,
@@ -296,23 +305,22 @@ impl Qcow {
             file_len,
             backing: None,
             backing_name,
-            key_missing,
             cipher,
             inflated: None,
         })
     }
 
-    /// Fails when the image was opened for metadata only without its key.
-    fn need_key(&self) -> Result<()> {
-        if self.key_missing {
-            return Err(Error::NeedKey(NEED_KEY.to_string()));
-        }
-        Ok(())
-    }
-
     /// The parsed header.
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// Fails when the image is encrypted but was opened without its key.
+    fn check_key(&self) -> Result<()> {
+        if self.header.crypt_method != CRYPT_NONE && self.cipher.is_none() {
+            return Err(Error::NeedKey(NEED_KEY.to_string()));
+        }
+        Ok(())
     }
 
     fn l2_len(&self) -> u64 {
@@ -512,6 +520,7 @@ impl Qcow {
     fn ensure_l2(&mut self, c: u64) -> Result<u64> {
         let cur = self.l1_entry(c)?;
         if cur != 0 {
+            self.load_l2(cur)?;
             return Ok(cur);
         }
         let off = self.next_cluster();
@@ -528,12 +537,13 @@ impl Qcow {
     /// Writes L2 entries `[first, first+values.len())` of the table at
     /// `l2_offset`, on disk and in the cache.
     fn set_l2_entries(&mut self, l2_offset: u64, first: usize, values: &[u64]) -> Result<()> {
+        // Loading validates the table's offset before anything is written.
+        let t = self.load_l2(l2_offset)?;
         let mut raw = Vec::with_capacity(values.len() * 8);
         for v in values {
             raw.extend_from_slice(&v.to_be_bytes());
         }
         self.file.write_at(&raw, l2_offset + 8 * first as u64)?;
-        let t = self.load_l2(l2_offset)?;
         self.l2_cache[t].entries[first..first + values.len()].copy_from_slice(values);
         Ok(())
     }
@@ -705,8 +715,8 @@ impl BlockDriver for Qcow {
     }
 
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        self.need_key()?;
         check_range(offset, buf.len() as u64, self.size)?;
+        self.check_key()?;
         let cs = self.cluster_size;
         let mut done = 0usize;
         while done < buf.len() {
@@ -755,8 +765,8 @@ impl BlockDriver for Qcow {
     }
 
     fn write(&mut self, offset: u64, buf: &[u8]) -> Result<()> {
-        self.need_key()?;
         check_range(offset, buf.len() as u64, self.size)?;
+        self.check_key()?;
         self.writable()?;
         let mut done = 0usize;
         while done < buf.len() {
@@ -769,8 +779,8 @@ impl BlockDriver for Qcow {
     }
 
     fn write_zeroes(&mut self, offset: u64, len: u64, may_unmap: bool) -> Result<()> {
-        self.need_key()?;
         check_range(offset, len, self.size)?;
+        self.check_key()?;
         self.writable()?;
         let cs = self.cluster_size;
         let end = offset + len;
@@ -818,7 +828,6 @@ impl BlockDriver for Qcow {
     }
 
     fn write_compressed(&mut self, offset: u64, compressed: &[u8]) -> Result<()> {
-        self.need_key()?;
         self.writable()?;
         if self.header.crypt_method != CRYPT_NONE {
             return Err(Error::unsupported(
@@ -945,7 +954,6 @@ impl BlockDriver for Qcow {
     }
 
     fn make_empty(&mut self) -> Result<()> {
-        self.need_key()?;
         self.writable()?;
         let off = self.header.l1_table_offset;
         let bytes = self.header.l1_bytes();

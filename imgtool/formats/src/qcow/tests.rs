@@ -335,6 +335,16 @@ fn encrypted_round_trip_and_wrong_or_missing_key() {
         .err()
         .map(|e| e.to_string());
     assert_eq!(err.as_deref(), Some(NEED_KEY));
+    // Metadata without the key, as `qemu-img info` needs; data I/O fails.
+    let file = ImageFile::open(&p, false).expect("open file");
+    let mut meta = Qcow::open_without_key(file).expect("open without key");
+    assert!(meta.encrypted());
+    assert_eq!(
+        meta.block_status(0, 4096).expect("status").alloc,
+        Alloc::Data
+    );
+    let mut b = [0u8; 512];
+    assert!(matches!(meta.read(0, &mut b), Err(Error::NeedKey(_))));
     let mut wrong = open_rw(&p, Some(b"abd"));
     assert_ne!(read_all(wrong.as_mut()), model);
 }
@@ -368,6 +378,25 @@ fn small_image(d: &Scratch) -> Vec<u8> {
     img.write(0, &[0x33; 8192]).expect("write");
     drop(img);
     std::fs::read(&p).expect("read image")
+}
+
+/// Opens hostile bytes read-write and writes through every path; errors
+/// are expected, panics are bugs (found by the qcow_open fuzz target).
+fn write_bytes(d: &Scratch, name: &str, bytes: &[u8]) -> Result<()> {
+    let p = d.path(name);
+    std::fs::write(&p, bytes).expect("write hostile image");
+    let opts = OpenOpts {
+        writable: true,
+        ..OpenOpts::default()
+    };
+    let mut img = crate::open_image(&p, Some("qcow"), &opts)?;
+    let r1 = img.write(100, &[1u8; 3000]);
+    let r2 = img.write_compressed(
+        5 * 4096,
+        &compress_cluster(&[0u8; 4096]).unwrap_or_default(),
+    );
+    let r3 = img.write_zeroes(0, 4096, true);
+    r1.and(r2).and(r3)
 }
 
 fn open_bytes(d: &Scratch, name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
@@ -436,7 +465,12 @@ fn hostile_images_fail_cleanly() {
             open_bytes(&d, "h.qcow", &bytes).is_err(),
             "{what} must be rejected"
         );
+        let _ = write_bytes(&d, "w.qcow", &bytes);
     }
+    // An L1 entry near 2^64 once overflowed the L2 entry write.
+    let huge_l2 = patch(48, &0xffff_ffff_ffff_fff8u64.to_be_bytes());
+    assert!(write_bytes(&d, "w.qcow", &huge_l2).is_err());
+    assert!(write_bytes(&d, "w.qcow", &good).is_ok());
     // Every single-byte corruption of the header and tables either works or
     // fails cleanly; none may panic.
     for at in (0..good.len()).step_by(7) {
@@ -444,6 +478,9 @@ fn hostile_images_fail_cleanly() {
             let mut b = good.clone();
             b[at] = v;
             let _ = open_bytes(&d, "f.qcow", &b);
+            if at < 0x1100 {
+                let _ = write_bytes(&d, "f.qcow", &b);
+            }
         }
     }
 }
