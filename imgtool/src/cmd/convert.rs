@@ -203,6 +203,14 @@ pub fn run(argv: &[String]) -> CmdResult {
             "Use of backing file requires explicit backing format",
         ));
     }
+    let encrypting = opts.get_bool("encryption").ok().flatten() == Some(true)
+        || opts.get("encrypt.format").is_some()
+        || p.has("encrypt");
+    if compress && encrypting {
+        return Err(Fail::msg(
+            "Compression and encryption not supported at the same time",
+        ));
+    }
     if compress && !(ops.name == "qcow2" || ops.name == "qcow") {
         return Err(Fail::msg("Compression not supported for this file format"));
     }
