@@ -226,6 +226,11 @@ impl Secrets {
         Ok(s)
     }
 
+    /// Adds a secret under an id (used for the password of the classic `-e`).
+    pub fn insert(&mut self, id: &str, value: Vec<u8>) {
+        self.map.insert(id.to_string(), value);
+    }
+
     /// Looks up a secret by id.
     pub fn get(&self, id: &str) -> Result<Vec<u8>, Fail> {
         self.map
@@ -578,5 +583,45 @@ pub fn warn_probed_raw(spec: &ImageSpec, img: &dyn BlockDriver) {
             "WARNING: Image format was not specified for '{}' and probing guessed raw.\n         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n         Specify the 'raw' format explicitly to remove the restrictions.",
             spec.display()
         );
+    }
+}
+
+/// The secret id under which the password typed for the classic `-e`
+/// option is kept.
+pub const CLASSIC_E_SECRET: &str = "rqemu-classic-e-password";
+
+/// Reads a password the way the original qemu-img's `-e` did: prompts on a
+/// terminal with echo off, or reads one line from a non-terminal stdin.
+pub fn read_password(prompt: &str) -> Result<Vec<u8>, Fail> {
+    use std::io::BufRead;
+    let fd = libc::STDIN_FILENO;
+    // SAFETY: isatty only inspects the descriptor.
+    let tty = unsafe { libc::isatty(fd) } == 1;
+    let mut saved: Option<libc::termios> = None;
+    if tty {
+        eprint!("{prompt}");
+        // SAFETY: tcgetattr/tcsetattr on stdin with a zero-initialised
+        // termios that tcgetattr fills before it is used.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(fd, &mut t) == 0 {
+                saved = Some(t);
+                t.c_lflag &= !libc::ECHO;
+                libc::tcsetattr(fd, libc::TCSANOW, &t);
+            }
+        }
+    }
+    let mut line = String::new();
+    let r = std::io::stdin().lock().read_line(&mut line);
+    if let Some(t) = saved {
+        // SAFETY: restores the settings read above on the same descriptor.
+        unsafe {
+            libc::tcsetattr(fd, libc::TCSANOW, &t);
+        }
+        eprintln!();
+    }
+    match r {
+        Ok(n) if n > 0 => Ok(line.trim_end_matches(['\n', '\r']).as_bytes().to_vec()),
+        _ => Err(Fail::msg("No password given")),
     }
 }

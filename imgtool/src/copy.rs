@@ -42,8 +42,9 @@ pub fn chain_run(
     if depth_limit == Some(0) {
         return Ok((max_len, RunKind::Unallocated));
     }
-    let st = img.block_status(offset, max_len)?;
+    let (st, zero) = imgformats::layer_status(img, offset, max_len)?;
     match st.alloc {
+        Alloc::Data if zero => Ok((st.len, RunKind::Zero)),
         Alloc::Data | Alloc::Compressed => Ok((st.len, RunKind::Data)),
         Alloc::Zero => Ok((st.len, RunKind::Zero)),
         Alloc::Unallocated => {
@@ -59,6 +60,78 @@ pub fn chain_run(
             }
         }
     }
+}
+
+/// One piece of a source produced by [`read_ahead`].
+pub struct Piece {
+    /// Offset in the source.
+    pub offset: u64,
+    /// Length of the run.
+    pub len: u64,
+    /// What the run holds.
+    pub kind: RunKind,
+    /// The bytes, for `RunKind::Data` (empty otherwise).
+    pub data: Vec<u8>,
+}
+
+/// Reads `src` (down to `depth` layers) on a second thread, `chunk` bytes
+/// at most per piece, and hands the pieces in order to `consume` on this
+/// thread, so reading the source overlaps writing the target. Buffers are
+/// recycled; at most a few pieces are in flight. Errors from either side
+/// stop both.
+pub fn read_ahead<E, F>(
+    src: &mut dyn BlockDriver,
+    depth: Option<usize>,
+    chunk: u64,
+    mut consume: F,
+) -> std::result::Result<(), E>
+where
+    E: From<imgformats::Error> + Send,
+    F: FnMut(&Piece) -> std::result::Result<(), E>,
+{
+    use std::sync::mpsc;
+    let size = src.size();
+    let (full_tx, full_rx) = mpsc::sync_channel::<Result<Piece>>(3);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut off = 0u64;
+            while off < size {
+                let want = (size - off).min(chunk);
+                let piece = chain_run(src, off, want, depth).and_then(|(len, kind)| {
+                    let len = len.clamp(1, want);
+                    let mut data = Vec::new();
+                    if kind == RunKind::Data {
+                        data = empty_rx.try_recv().unwrap_or_default();
+                        data.resize(len as usize, 0);
+                        src.read(off, &mut data)?;
+                    }
+                    Ok(Piece {
+                        offset: off,
+                        len,
+                        kind,
+                        data,
+                    })
+                });
+                let failed = piece.is_err();
+                let len = piece.as_ref().map(|p| p.len).unwrap_or(0);
+                if full_tx.send(piece).is_err() || failed {
+                    return;
+                }
+                off += len;
+            }
+        });
+        for piece in full_rx {
+            let piece = piece?;
+            consume(&piece)?;
+            // Only real buffers go back: an empty Vec in the queue would be
+            // taken instead of a big one and let big ones pile up.
+            if piece.data.capacity() > 0 {
+                let _ = empty_tx.send(piece.data);
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Compresses clusters in parallel. Jobs are handed out in order and
@@ -81,6 +154,11 @@ impl<'a> ParallelCompressor<'a> {
         }
     }
 
+    /// Number of worker threads used.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
     /// Compresses each `cluster_size` piece of `data` (the last may be
     /// short). `None` entries did not shrink and are written plainly; zero
     /// clusters are reported as `Some(empty)` so callers can skip them.
@@ -99,6 +177,8 @@ impl<'a> ParallelCompressor<'a> {
                     for (o, piece) in slot.iter_mut().zip(work) {
                         *o = if is_zero(piece) {
                             Some(Vec::new())
+                        } else if looks_incompressible(piece) {
+                            None
                         } else {
                             c.compress(piece)
                         };
@@ -108,6 +188,37 @@ impl<'a> ParallelCompressor<'a> {
         });
         out
     }
+}
+
+/// True when a cluster is so close to uniformly random that deflate with
+/// qcow2's 4 KiB window cannot shrink it: its byte entropy is above what a
+/// sample of this size from a uniform source typically shows, minus a
+/// margin. Data with repeats inside the window (period <= 4 KiB) has
+/// visibly lower sample entropy and is still compressed. Skipping the
+/// hopeless attempt stores the cluster uncompressed, as qemu-img would
+/// after trying.
+pub fn looks_incompressible(data: &[u8]) -> bool {
+    let n = data.len();
+    if n < 4096 {
+        return false;
+    }
+    let mut hist = [0u32; 256];
+    for &b in data {
+        hist[b as usize] += 1;
+    }
+    let nf = n as f64;
+    let entropy: f64 = hist
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / nf;
+            -p * p.log2()
+        })
+        .sum();
+    // A uniform sample of n bytes has expected entropy of about
+    // 8 - 255 / (2 n ln 2) bits; allow twice that shortfall.
+    let threshold = 8.0 - 255.0 / (nf * std::f64::consts::LN_2);
+    entropy > threshold
 }
 
 #[cfg(test)]
@@ -125,5 +236,34 @@ mod tests {
         v[17] = 3;
         assert!(!is_zero(&v[3..]));
         assert!(is_zero(&[]));
+    }
+
+    fn xorshift(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn incompressibility_estimate() {
+        // Random clusters are skipped ...
+        assert!(looks_incompressible(&xorshift(65536, 3)));
+        assert!(looks_incompressible(&xorshift(4096, 5)));
+        // ... but a random block repeated inside deflate's window is not,
+        // nor is text or a mostly-zero cluster.
+        let block = xorshift(4096, 7);
+        let repeated: Vec<u8> = block.iter().cycle().take(65536).copied().collect();
+        assert!(!looks_incompressible(&repeated));
+        let text = b"the quick brown fox jumps over the lazy dog ".repeat(1500);
+        assert!(!looks_incompressible(&text));
+        let mut sparse = vec![0u8; 65536];
+        sparse[..8192].copy_from_slice(&xorshift(8192, 9));
+        assert!(!looks_incompressible(&sparse));
     }
 }

@@ -1128,7 +1128,6 @@ fn qcow_outputs_match_real() {
 /// `info` describes an encrypted image without its key (the driver must
 /// honour `OpenOpts::metadata_only`).
 #[test]
-#[ignore = "needs the qcow driver to open encrypted images without a key when metadata_only is set"]
 fn qcow_encrypted_info_matches_real() {
     if !have_real() || !ours_knows("qcow") {
         return;

@@ -10,6 +10,8 @@
 pub mod driver;
 pub mod error;
 pub mod file;
+pub mod qcow;
+pub mod qcow2;
 pub mod raw;
 pub mod size;
 pub mod value;
@@ -110,13 +112,35 @@ pub fn allocated_bytes(src: &mut dyn BlockDriver, size: u64) -> Result<u64> {
     Ok(total)
 }
 
+/// One layer's status refined by its host file: plainly stored data over a
+/// hole of the host file reads as zeroes (QEMU reports such runs with
+/// `"zero": true, "data": true`). Returns the status, clipped to where the
+/// host allocation changes, and whether the run reads as zero.
+pub fn layer_status(
+    img: &mut dyn BlockDriver,
+    offset: u64,
+    max_len: u64,
+) -> Result<(BlockStatus, bool)> {
+    let mut st = img.block_status(offset, max_len)?;
+    let zero = match (st.alloc, st.offset) {
+        (Alloc::Zero, _) => true,
+        (Alloc::Data, Some(host)) if img.format_name() != "raw" => {
+            let ext = img.file().host_extent(host, st.len)?;
+            st.len = ext.len.clamp(1, st.len);
+            ext.hole
+        }
+        _ => false,
+    };
+    Ok((st, zero))
+}
+
 /// Walks the chain at `offset`: returns the run length and whether the run
 /// holds data (false when it reads as zeroes in every layer down to the one
 /// that defines it).
 pub fn chain_status(top: &mut dyn BlockDriver, offset: u64, max_len: u64) -> Result<(u64, bool)> {
-    let st = top.block_status(offset, max_len)?;
+    let (st, zero) = layer_status(top, offset, max_len)?;
     match st.alloc {
-        Alloc::Data | Alloc::Compressed => Ok((st.len, true)),
+        Alloc::Data | Alloc::Compressed => Ok((st.len, !zero)),
         Alloc::Zero => Ok((st.len, false)),
         Alloc::Unallocated => match top.backing() {
             Some(b) if offset < b.size() => {
@@ -128,31 +152,90 @@ pub fn chain_status(top: &mut dyn BlockDriver, offset: u64, max_len: u64) -> Res
     }
 }
 
+/// The qcow2 options `amend` can change, in `amend -o help` order (the
+/// encryption key-slot options of LUKS are not supported and so not listed).
+const QCOW2_AMEND_OPTS: &[OptDesc] = &[
+    OptDesc {
+        name: "backing_file",
+        kind: OptKind::Str,
+        help: "File name of a base image",
+    },
+    OptDesc {
+        name: "backing_fmt",
+        kind: OptKind::Str,
+        help: "Image format of the base image",
+    },
+    OptDesc {
+        name: "compat",
+        kind: OptKind::Str,
+        help: "Compatibility level (v2 [0.10] or v3 [1.1])",
+    },
+    OptDesc {
+        name: "data_file",
+        kind: OptKind::Str,
+        help: "File name of an external data file",
+    },
+    OptDesc {
+        name: "data_file_raw",
+        kind: OptKind::Bool,
+        help: "The external data file must stay valid as a raw image",
+    },
+    OptDesc {
+        name: "lazy_refcounts",
+        kind: OptKind::Bool,
+        help: "Postpone refcount updates",
+    },
+    OptDesc {
+        name: "refcount_bits",
+        kind: OptKind::Num,
+        help: "Width of a reference count entry in bits",
+    },
+    OptDesc {
+        name: "size",
+        kind: OptKind::Size,
+        help: "Virtual disk size",
+    },
+];
+
 /// Every format this library knows, in the order `qemu-img --help` would
 /// list them.
 pub fn formats() -> &'static [FormatOps] {
-    static FORMATS: &[FormatOps] = &[FormatOps {
-        name: "raw",
-        create_opts: raw::CREATE_OPTS,
-        amend_opts: &[],
-        create: raw::create,
-        open: raw_open,
-        probe: raw_probe,
-        measure: Some(raw_measure),
-        supports_backing: false,
-        formatting: &[
-            FormattingOpt {
-                name: "size",
-                default: Some("0"),
-                size: true,
-            },
-            FormattingOpt {
-                name: "preallocation",
-                default: None,
-                size: false,
-            },
-        ],
-    }];
+    static FORMATS: &[FormatOps] = &[
+        FormatOps {
+            name: "raw",
+            create_opts: raw::CREATE_OPTS,
+            amend_opts: &[],
+            create: raw::create,
+            open: raw_open,
+            probe: raw_probe,
+            measure: Some(raw_measure),
+            supports_backing: false,
+            formatting: &[
+                FormattingOpt {
+                    name: "size",
+                    default: Some("0"),
+                    size: true,
+                },
+                FormattingOpt {
+                    name: "preallocation",
+                    default: None,
+                    size: false,
+                },
+            ],
+        },
+        FormatOps {
+            name: "qcow2",
+            create_opts: qcow2::CREATE_OPTS,
+            amend_opts: QCOW2_AMEND_OPTS,
+            create: qcow2::create,
+            open: qcow2::open,
+            probe: qcow2::probe,
+            measure: Some(qcow2::measure),
+            supports_backing: true,
+            formatting: qcow2::FORMATTING,
+        },
+        qcow::FORMAT,
+    ];
     FORMATS
 }
 

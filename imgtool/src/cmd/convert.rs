@@ -9,7 +9,7 @@ use imgformats::{BlockDriver, CreateOpts};
 use crate::args::opt;
 use crate::cmd::create::{merge_opts, print_opts_help, wants_help};
 use crate::common::{self, parse_cmd, CmdResult, Fail, ImageSpec, OpenParams, Progress, Secrets};
-use crate::copy::{chain_run, is_zero, ParallelCompressor, RunKind, CHUNK};
+use crate::copy::{chain_run, is_zero, read_ahead, ParallelCompressor, Piece, RunKind, CHUNK};
 
 const HELP: &str = "Copy one image to another with optional format conversion.  Usage:
 
@@ -96,11 +96,6 @@ pub fn run(argv: &[String]) -> CmdResult {
     let Some(p) = parse_cmd("convert", argv, &spec, HELP)? else {
         return Ok(0);
     };
-    if p.has("encrypt") {
-        return Err(Fail::msg(
-            "Option -e has been removed, use -o encryption instead",
-        ));
-    }
     if p.has("compat6") {
         return Err(Fail::msg(
             "Option -6 has been removed, use -o compat6 instead",
@@ -133,7 +128,7 @@ pub fn run(argv: &[String]) -> CmdResult {
         print_opts_help(ops, false);
         return Ok(0);
     }
-    let secrets = Secrets::from_objects(&p.all("object"))?;
+    let mut secrets = Secrets::from_objects(&p.all("object"))?;
     let quiet = p.has("quiet");
     let no_create = p.has("no-create");
     let compress = p.has("compress");
@@ -208,17 +203,37 @@ pub fn run(argv: &[String]) -> CmdResult {
             "Use of backing file requires explicit backing format",
         ));
     }
+    let encrypting = opts.get_bool("encryption").ok().flatten() == Some(true)
+        || opts.get("encrypt.format").is_some()
+        || p.has("encrypt");
+    if compress && encrypting {
+        return Err(Fail::msg(
+            "Compression and encryption not supported at the same time",
+        ));
+    }
     if compress && !(ops.name == "qcow2" || ops.name == "qcow") {
         return Err(Fail::msg("Compression not supported for this file format"));
     }
     if let Some(id) = opts.get("encrypt.key-secret").map(str::to_string) {
         opts.key = Some(secrets.get(&id)?);
     }
+    let mut key_secret = opts.get("encrypt.key-secret").map(str::to_string);
+    if p.has("encrypt") {
+        // The seed's `-e`: encrypt the target, asking for the password if
+        // no secret was given.
+        opts.set("encryption", "on");
+        if opts.key.is_none() {
+            let pw = common::read_password("Password: ")?;
+            secrets.insert(common::CLASSIC_E_SECRET, pw.clone());
+            opts.key = Some(pw);
+            key_secret = Some(common::CLASSIC_E_SECRET.to_string());
+        }
+    }
 
     let out_spec = ImageSpec {
         path: out_name.clone().into(),
         fmt: Some(out_fmt.to_string()),
-        key_secret: opts.get("encrypt.key-secret").map(str::to_string),
+        key_secret,
     };
     let target_zero;
     let mut target = if no_create {
@@ -302,29 +317,20 @@ impl Copier<'_> {
         depth: Option<usize>,
         progress: &mut Progress,
     ) -> Result<(), Fail> {
-        let size = src.size();
         if self.compress {
+            let size = src.size();
             return self.copy_compressed(src, base, size, progress);
         }
-        let mut off = 0u64;
-        let mut buf = Vec::new();
-        while off < size {
-            let want = (size - off).min(CHUNK);
-            let (len, kind) = chain_run(src, off, want, depth)?;
-            let len = len.clamp(1, want);
-            match kind {
+        read_ahead(src, depth, CHUNK, |p: &Piece| {
+            match p.kind {
                 RunKind::Unallocated => {}
-                RunKind::Zero => self.zero_out(base + off, len)?,
-                RunKind::Data => {
-                    buf.resize(len as usize, 0);
-                    src.read(off, &mut buf)?;
-                    self.write_sparse(base + off, &buf)?;
-                }
+                RunKind::Zero => self.zero_out(base + p.offset, p.len)?,
+                RunKind::Data => self.write_sparse(base + p.offset, &p.data)?,
             }
-            off += len;
-            self.done += len;
+            self.done += p.len;
             progress.update(self.done, self.total);
-        }
+            Ok::<(), Fail>(())
+        })?;
         Ok(())
     }
 
@@ -406,8 +412,10 @@ impl Copier<'_> {
                 "Compressed output needs each source to start on a cluster boundary of the target",
             ));
         }
-        let batch = (cluster * 64).max(8 << 20);
         let pc = ParallelCompressor::new(compressor.as_ref());
+        // A few clusters per core per batch: enough to keep every core busy,
+        // small enough that peak memory stays near the real qemu-img's.
+        let batch = cluster * (pc.threads() as u64 * 4).max(8);
         let mut buf = Vec::new();
         let mut off = 0u64;
         while off < size {

@@ -136,7 +136,8 @@ pub fn run(argv: &[String]) -> CmdResult {
         opt(Some('F'), Some("backing-format"), true, "backing-format"),
         opt(Some('u'), Some("backing-unsafe"), false, "unsafe"),
         opt(None, Some("object"), true, "object"),
-        // The seed's classic spellings: -e (encryption) and -6 (compat6).
+        // The seed's classic spellings: -e (encryption, prompting for a
+        // password without a secret) and -6 (compat6, removed in QEMU).
         opt(Some('e'), None, false, "encrypt"),
         opt(Some('6'), None, false, "compat6"),
     ];
@@ -148,11 +149,6 @@ pub fn run(argv: &[String]) -> CmdResult {
     let secrets = Secrets::from_objects(&p.all("object"))?;
     let quiet = p.has("quiet");
 
-    if p.has("encrypt") {
-        return Err(Fail::msg(
-            "Option -e has been removed, use -o encryption instead",
-        ));
-    }
     if p.has("compat6") {
         return Err(Fail::msg(
             "Option -6 has been removed, use -o compat6 instead",
@@ -200,6 +196,14 @@ pub fn run(argv: &[String]) -> CmdResult {
     }
     if let Some(id) = opts.get("encrypt.key-secret").map(str::to_string) {
         opts.key = Some(secrets.get(&id)?);
+    }
+    if p.has("encrypt") {
+        // The seed's `-e`: encrypt, asking for the password if no secret
+        // was given.
+        opts.set("encryption", "on");
+        if opts.key.is_none() {
+            opts.key = Some(common::read_password("Password: ")?);
+        }
     }
 
     // A backing file: check it opens (unless -u) and take its size if none

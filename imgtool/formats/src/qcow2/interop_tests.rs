@@ -1,0 +1,653 @@
+//! Interoperability tests against the real qemu-img / qemu-io 10.0.2
+//! (`/usr/bin/qemu-img`, `/usr/bin/qemu-io`): images the real tools write
+//! read back exactly, images we write check clean and compare equal, and
+//! hostile images fail with errors instead of panics.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::Qcow2;
+use crate::driver::{BlockDriver, CreateOpts, FixMode, OpenOpts, SnapshotInfo};
+use crate::file::{ImageFile, Prealloc};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("rqemu-qcow2-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Asserts two byte vectors are equal, naming the first difference
+/// instead of printing megabytes.
+fn assert_same(a: &[u8], b: &[u8], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths differ");
+    if let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) {
+        panic!("{what}: first difference at byte {i}: {} vs {}", a[i], b[i]);
+    }
+}
+
+fn have_qemu() -> bool {
+    Path::new("/usr/bin/qemu-img").exists() && Path::new("/usr/bin/qemu-io").exists()
+}
+
+fn run(prog: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(prog)
+        .args(args)
+        .output()
+        .expect("run qemu tool");
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), s)
+}
+
+fn qemu_img(args: &[&str]) -> (i32, String) {
+    run("/usr/bin/qemu-img", args)
+}
+
+fn qemu_io(img: &Path, cmds: &[&str]) {
+    let mut args: Vec<String> = vec!["-f".into(), "qcow2".into()];
+    for c in cmds {
+        args.push("-c".into());
+        args.push((*c).into());
+    }
+    args.push(img.display().to_string());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (rc, out) = run("/usr/bin/qemu-io", &refs);
+    assert_eq!(rc, 0, "qemu-io failed: {out}");
+}
+
+fn open(path: &Path, writable: bool) -> Box<dyn BlockDriver> {
+    crate::open_chain(
+        path,
+        Some("qcow2"),
+        &OpenOpts {
+            writable,
+            ..OpenOpts::default()
+        },
+    )
+    .expect("open image")
+}
+
+fn read_all(img: &mut dyn BlockDriver) -> Vec<u8> {
+    let mut buf = vec![0u8; img.size() as usize];
+    let mut off = 0;
+    while off < buf.len() {
+        let n = (buf.len() - off).min(3 << 20);
+        img.read(off as u64, &mut buf[off..off + n]).expect("read");
+        off += n;
+    }
+    buf
+}
+
+fn raw_of(dir: &TempDir, img: &Path) -> Vec<u8> {
+    let out = dir.path("conv.raw");
+    let (rc, msg) = qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        &img.display().to_string(),
+        &out.display().to_string(),
+    ]);
+    assert_eq!(rc, 0, "{msg}");
+    std::fs::read(out).expect("read raw")
+}
+
+fn assert_clean(img: &Path) {
+    let (rc, out) = qemu_img(&["check", &img.display().to_string()]);
+    assert_eq!(rc, 0, "qemu-img check not clean: {out}");
+}
+
+fn create_ours(path: &Path, size: u64, opts: &[(&str, &str)]) {
+    let mut o = CreateOpts::new();
+    for (k, v) in opts {
+        o.set(k, v);
+    }
+    super::create(path, size, &o).expect("create");
+}
+
+/// A deterministic pseudo-random generator (xorshift).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+#[test]
+fn create_is_byte_identical() {
+    if !have_qemu() {
+        return;
+    }
+    let d = TempDir::new("create");
+    let cases: &[(&str, &str)] = &[
+        ("1G", ""),
+        ("0", ""),
+        ("1G", "cluster_size=512"),
+        ("100G", "cluster_size=512"),
+        ("2T", "cluster_size=4k"),
+        ("1G", "compat=0.10"),
+        (
+            "1G",
+            "extended_l2=on,compression_type=zstd,lazy_refcounts=on",
+        ),
+        ("1G", "refcount_bits=1"),
+        ("10G", "preallocation=metadata"),
+        ("5M", "preallocation=full"),
+        ("1000", "extended_l2=on,preallocation=metadata"),
+    ];
+    for (size, opts) in cases {
+        let r = d.path("r.qcow2");
+        let m = d.path("m.qcow2");
+        let mut args = vec!["create", "-q", "-f", "qcow2"];
+        if !opts.is_empty() {
+            args.push("-o");
+            args.push(opts);
+        }
+        let rs = r.display().to_string();
+        args.push(&rs);
+        args.push(size);
+        assert_eq!(qemu_img(&args).0, 0);
+        let mut o = CreateOpts::new();
+        for kv in opts.split(',').filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').expect("k=v");
+            o.set(k, v);
+        }
+        let bytes = crate::size::parse_size(size).expect("size");
+        super::create(&m, bytes, &o).expect("create");
+        let a = std::fs::read(&r).expect("read");
+        let b = std::fs::read(&m).expect("read");
+        assert!(a == b, "create differs for {size} {opts}");
+    }
+}
+
+#[test]
+fn reads_what_qemu_io_wrote() {
+    if !have_qemu() {
+        return;
+    }
+    let d = TempDir::new("read");
+    for opts in [
+        "cluster_size=64k",
+        "extended_l2=on",
+        "compat=0.10",
+        "compression_type=zstd",
+        "cluster_size=4k,refcount_bits=2",
+    ] {
+        let p = d.path("a.qcow2");
+        let ps = p.display().to_string();
+        assert_eq!(
+            qemu_img(&["create", "-q", "-f", "qcow2", "-o", opts, &ps, "8M"]).0,
+            0
+        );
+        qemu_io(
+            &p,
+            &[
+                "write -P 0x11 0 100k",
+                "write -P 0x22 300k 5000",
+                "write -z 1M 512k",
+                "write -c -P 0x33 2M 64k",
+                "write -c -P 0x44 4M 64k",
+                "write -P 0x55 7M 1M",
+                "discard 7M 64k",
+            ],
+        );
+        let expect = raw_of(&d, &p);
+        let mut img = open(&p, false);
+        assert_same(
+            &read_all(img.as_mut()),
+            &expect,
+            &format!("read of qemu-io image {opts}"),
+        );
+        // Block status agrees with contents: zero runs read as zero.
+        let mut off = 0;
+        while off < img.size() {
+            let st = img.block_status(off, img.size() - off).expect("status");
+            assert!(st.len > 0);
+            off += st.len;
+        }
+    }
+}
+
+#[test]
+fn our_writes_check_clean_and_compare_equal() {
+    if !have_qemu() {
+        return;
+    }
+    let d = TempDir::new("write");
+    for (i, opts) in [
+        vec![],
+        vec![("extended_l2", "on")],
+        vec![("compat", "0.10")],
+        vec![("cluster_size", "4096"), ("refcount_bits", "4")],
+        vec![("cluster_size", "512")],
+        vec![("compression_type", "zstd")],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = d.path("w.qcow2");
+        let size = 6u64 << 20;
+        create_ours(&p, size, &opts);
+        let mut model = vec![0u8; size as usize];
+        {
+            let mut img = open(&p, true);
+            let mut rng = Rng(0x9e37_79b9 + i as u64);
+            let comp = img.compressor().expect("qcow2 compresses");
+            let cs = img.cluster_size().expect("cluster size");
+            for round in 0..120 {
+                let off = rng.below(size - 1);
+                let len = (rng.below(200_000) + 1).min(size - off);
+                match round % 6 {
+                    0..=2 => {
+                        let v = (round as u8).wrapping_mul(7) | 1;
+                        let buf = vec![v; len as usize];
+                        img.write(off, &buf).expect("write");
+                        model[off as usize..(off + len) as usize].fill(v);
+                    }
+                    3 => {
+                        img.write_zeroes(off, len, round % 4 == 0).expect("zeroes");
+                        model[off as usize..(off + len) as usize].fill(0);
+                    }
+                    4 => {
+                        let c = off / cs * cs;
+                        let n = cs.min(size - c) as usize;
+                        let data: Vec<u8> = (0..n).map(|k| (k / 100) as u8 ^ round as u8).collect();
+                        if let Some(z) = comp.compress(&data) {
+                            img.write_compressed(c, &z).expect("compressed write");
+                            model[c as usize..c as usize + n].copy_from_slice(&data);
+                        }
+                    }
+                    _ => {
+                        img.discard(off, len).expect("discard");
+                        // Discarded whole clusters read as zero (no backing).
+                        let a = off.div_ceil(cs) * cs;
+                        let b = ((off + len) / cs * cs).max(a);
+                        model[a as usize..b as usize].fill(0);
+                    }
+                }
+            }
+            assert_same(
+                &read_all(img.as_mut()),
+                &model,
+                &format!("our read-back ({opts:?})"),
+            );
+            img.flush().expect("flush");
+        }
+        assert_clean(&p);
+        assert_same(
+            &raw_of(&d, &p),
+            &model,
+            &format!("real qemu-img read ({opts:?})"),
+        );
+    }
+}
+
+#[test]
+fn backing_copy_on_write() {
+    if !have_qemu() {
+        return;
+    }
+    let d = TempDir::new("cow");
+    let base = d.path("base.raw");
+    let size = 3u64 << 20;
+    let base_data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&base, &base_data).expect("write base");
+    for ext in ["off", "on"] {
+        let top = d.path("top.qcow2");
+        create_ours(
+            &top,
+            size,
+            &[
+                ("backing_file", "base.raw"),
+                ("backing_fmt", "raw"),
+                ("extended_l2", ext),
+            ],
+        );
+        let mut model = base_data.clone();
+        {
+            let mut img = open(&top, true);
+            let mut rng = Rng(77);
+            for round in 0..60 {
+                let off = rng.below(size - 1);
+                let len = (rng.below(70_000) + 1).min(size - off);
+                let v = round as u8 | 0x80;
+                if round % 5 == 4 {
+                    img.write_zeroes(off, len, false).expect("zero");
+                    model[off as usize..(off + len) as usize].fill(0);
+                } else {
+                    img.write(off, &vec![v; len as usize]).expect("write");
+                    model[off as usize..(off + len) as usize].fill(v);
+                }
+            }
+            assert_same(&read_all(img.as_mut()), &model, "cow read-back");
+        }
+        assert_clean(&top);
+        assert_same(&raw_of(&d, &top), &model, &format!("cow extended_l2={ext}"));
+        // make_empty: everything falls back to the backing file.
+        {
+            let mut img = open(&top, true);
+            img.make_empty().expect("make_empty");
+            assert_same(&read_all(img.as_mut()), &base_data, "after make_empty");
+        }
+        assert_clean(&top);
+    }
+}
+
+fn corrupt_image(d: &TempDir, name: &str, patch: &[(u64, &[u8])]) -> PathBuf {
+    let p = d.path(name);
+    let ps = p.display().to_string();
+    assert_eq!(qemu_img(&["create", "-q", "-f", "qcow2", &ps, "1M"]).0, 0);
+    qemu_io(&p, &["write -P 1 0 128k"]);
+    let mut data = std::fs::read(&p).expect("read");
+    for (off, bytes) in patch {
+        data[*off as usize..*off as usize + bytes.len()].copy_from_slice(bytes);
+    }
+    std::fs::write(&p, data).expect("write");
+    p
+}
+
+#[test]
+fn check_reports_like_qemu_and_repairs() {
+    if !have_qemu() {
+        return;
+    }
+    let d = TempDir::new("check");
+    // Refcount of data cluster 5 dropped to zero.
+    let p = corrupt_image(&d, "b.qcow2", &[(0x20000 + 10, &[0, 0])]);
+    let mut img = open(&p, false);
+    let r = img.check(FixMode::default()).expect("check");
+    assert_eq!(r.corruptions, 2);
+    assert_eq!(
+        r.messages,
+        vec![
+            "ERROR cluster 5 refcount=0 reference=1".to_string(),
+            "ERROR OFLAG_COPIED data cluster: l2_entry=8000000000050000 refcount=0".to_string(),
+        ]
+    );
+    assert_eq!(r.image_end_offset, Some(458752));
+    assert_eq!(r.allocated_clusters, Some(2));
+    assert_eq!(r.total_clusters, Some(16));
+    drop(img);
+    let mut img = open(&p, true);
+    let r = img
+        .check(FixMode {
+            leaks: true,
+            errors: true,
+        })
+        .expect("repair");
+    assert_eq!(r.corruptions, 0);
+    assert_eq!(r.corruptions_fixed, 1);
+    drop(img);
+    assert_clean(&p);
+
+    // A leak (refcount 2, reference 1) and its OFLAG_COPIED error.
+    let p = corrupt_image(&d, "c.qcow2", &[(0x20000 + 10, &[0, 2])]);
+    let mut img = open(&p, false);
+    let r = img.check(FixMode::default()).expect("check");
+    assert_eq!((r.leaks, r.corruptions), (1, 1));
+    assert_eq!(r.messages[0], "Leaked cluster 5 refcount=2 reference=1");
+    drop(img);
+    let mut img = open(&p, true);
+    let r = img
+        .check(FixMode {
+            leaks: true,
+            errors: false,
+        })
+        .expect("repair");
+    assert_eq!((r.leaks, r.leaks_fixed, r.corruptions), (0, 1, 0));
+    drop(img);
+    assert_clean(&p);
+
+    // An unaligned data cluster in L2.
+    let p = corrupt_image(&d, "d.qcow2", &[(0x40000, &[0, 0, 0, 0, 0, 5, 2, 0])]);
+    let mut img = open(&p, false);
+    let r = img.check(FixMode::default()).expect("check");
+    assert_eq!(r.corruptions, 3);
+    assert_eq!(
+        r.messages[0],
+        "ERROR offset=50200: Data cluster is not properly aligned; L2 entry corrupted."
+    );
+}
+
+#[test]
+fn hostile_images_fail_cleanly() {
+    let d = TempDir::new("hostile");
+    let base = d.path("base.qcow2");
+    create_ours(&base, 1 << 20, &[]);
+    let good = std::fs::read(&base).expect("read");
+    type Patch = Vec<(usize, Vec<u8>)>;
+    let cases: Vec<(&str, Patch)> = vec![
+        ("truncated", vec![]),
+        ("huge l1", vec![(36, vec![0x10, 0, 0, 0])]),
+        ("cluster bits", vec![(20, vec![0, 0, 0, 40])]),
+        ("l1 unaligned", vec![(40, vec![0, 0, 0, 0, 0, 3, 0, 1])]),
+        ("l1 past eof", vec![(40, vec![0, 0, 0, 9, 0, 0, 0, 0])]),
+        (
+            "reftable self",
+            vec![(0x10000, vec![0, 0, 0, 0, 0, 1, 0, 0])],
+        ),
+        ("refcount order", vec![(96, vec![0, 0, 0, 9])]),
+        ("unknown feature", vec![(72, vec![0, 0, 0, 0, 0, 0, 1, 0])]),
+        (
+            "snapshots",
+            vec![(60, vec![0, 1, 0, 0]), (64, vec![0, 0, 0, 0, 0, 0, 0, 0])],
+        ),
+        (
+            "l2 at header",
+            vec![(0x30000, vec![0x80, 0, 0, 0, 0, 0, 0, 0])],
+        ),
+        ("l2 at l1", vec![(0x30000, vec![0x80, 0, 0, 0, 0, 3, 0, 0])]),
+    ];
+    for (name, patch) in cases {
+        let p = d.path("h.qcow2");
+        let mut data = good.clone();
+        if name == "truncated" {
+            data.truncate(50);
+        }
+        for (off, b) in patch {
+            data[off..off + b.len()].copy_from_slice(&b);
+        }
+        std::fs::write(&p, &data).expect("write");
+        let file = ImageFile::open(&p, true).expect("open file");
+        match Qcow2::open(
+            file,
+            &OpenOpts {
+                writable: true,
+                ..OpenOpts::default()
+            },
+        ) {
+            Err(_) => {}
+            Ok(mut img) => {
+                // Whatever opens must not panic on I/O or check.
+                let mut buf = vec![0u8; 1 << 20];
+                let _ = img.read(0, &mut buf);
+                let _ = img.write(0, &buf[..70000]);
+                let _ = img.check(FixMode::default());
+            }
+        }
+    }
+    // Garbage compressed data reads as an error.
+    if have_qemu() {
+        let p = d.path("c.qcow2");
+        let ps = p.display().to_string();
+        assert_eq!(qemu_img(&["create", "-q", "-f", "qcow2", &ps, "1M"]).0, 0);
+        qemu_io(&p, &["write -c -P 7 0 64k"]);
+        let mut data = std::fs::read(&p).expect("read");
+        let end = data.len().min(0x50100);
+        for b in &mut data[0x50000..end] {
+            *b = 0xff;
+        }
+        std::fs::write(&p, data).expect("write");
+        let mut img = open(&p, false);
+        let mut buf = vec![0u8; 4096];
+        assert!(img.read(0, &mut buf).is_err());
+    }
+}
+
+#[test]
+fn snapshots_interoperate() {
+    if !have_qemu() {
+        return;
+    }
+    let d = TempDir::new("snap");
+    let p = d.path("s.qcow2");
+    let ps = p.display().to_string();
+    create_ours(&p, 4 << 20, &[]);
+    {
+        let mut img = open(&p, true);
+        img.write(0, &vec![1u8; 200_000]).expect("write");
+        img.snapshot_create(&SnapshotInfo {
+            name: "first".into(),
+            date_sec: 1_700_000_000,
+            icount: Some(0),
+            ..SnapshotInfo::default()
+        })
+        .expect("snapshot");
+        img.write(100_000, &vec![2u8; 200_000]).expect("write");
+    }
+    assert_clean(&p);
+    let (rc, out) = qemu_img(&["snapshot", "-l", &ps]);
+    assert_eq!(rc, 0);
+    assert!(out.contains("first"), "{out}");
+    assert_eq!(qemu_img(&["snapshot", "-c", "second", &ps]).0, 0);
+    {
+        let mut img = open(&p, true);
+        let names: Vec<String> = img.snapshots().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, vec!["first".to_string(), "second".to_string()]);
+        img.snapshot_apply("first").expect("apply");
+        let data = read_all(img.as_mut());
+        assert!(data[..200_000].iter().all(|&b| b == 1));
+        assert!(data[200_000..].iter().all(|&b| b == 0));
+        img.snapshot_delete("second").expect("delete");
+    }
+    assert_clean(&p);
+    {
+        let mut img = open(&p, true);
+        img.snapshot_delete("first").expect("delete");
+        img.write(0, &[9u8; 512]).expect("write");
+    }
+    assert_clean(&p);
+    let (_, out) = qemu_img(&["snapshot", "-l", &ps]);
+    assert!(!out.contains("first"));
+}
+
+#[test]
+fn resize_amend_and_measure() {
+    if !have_qemu() {
+        return;
+    }
+    let d = TempDir::new("resize");
+    let p = d.path("r.qcow2");
+    let ps = p.display().to_string();
+    create_ours(&p, 1 << 20, &[("cluster_size", "512")]);
+    {
+        let mut img = open(&p, true);
+        img.write(0, &[5u8; 1024]).expect("write");
+        img.resize(1 << 30, Prealloc::Off, false).expect("grow");
+        img.write((1 << 30) - 512, &[6u8; 512])
+            .expect("write at end");
+    }
+    assert_clean(&p);
+    // Same layout as the real qemu-img resize (exact L1 growth).
+    let r = d.path("q.qcow2");
+    let rs = r.display().to_string();
+    assert_eq!(
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=512",
+            &rs,
+            "1M"
+        ])
+        .0,
+        0
+    );
+    assert_eq!(qemu_img(&["resize", "-q", &rs, "10M"]).0, 0);
+    let m = d.path("m.qcow2");
+    create_ours(&m, 1 << 20, &[("cluster_size", "512")]);
+    open(&m, true)
+        .resize(10 << 20, Prealloc::Off, false)
+        .expect("grow");
+    assert_eq!(std::fs::read(&r).expect("r"), std::fs::read(&m).expect("m"));
+    {
+        let mut img = open(&p, true);
+        img.resize(512 << 10, Prealloc::Off, true).expect("shrink");
+    }
+    assert_clean(&p);
+    // amend: refcount width, compat down and up, lazy refcounts.
+    {
+        let mut img = open(&p, true);
+        let mut o = CreateOpts::new();
+        o.set("refcount_bits", "8");
+        img.amend(&o, false).expect("amend refcount_bits");
+    }
+    assert_clean(&p);
+    {
+        let mut img = open(&p, true);
+        let mut o = CreateOpts::new();
+        o.set("refcount_bits", "16");
+        img.amend(&o, false).expect("amend back");
+        img.write_zeroes(0, 4096, false).expect("zero");
+        let mut o = CreateOpts::new();
+        o.set("compat", "0.10");
+        img.amend(&o, false).expect("downgrade");
+    }
+    assert_clean(&p);
+    let (_, info) = qemu_img(&["info", &ps]);
+    assert!(info.contains("compat: 0.10"), "{info}");
+    let mut img = open(&p, false);
+    let data = read_all(img.as_mut());
+    assert!(data[..4096].iter().all(|&b| b == 0));
+    let mut o = CreateOpts::new();
+    o.set("cluster_size", "2M");
+    assert!(img.amend(&o, false).is_err());
+    drop(img);
+    // measure with a source image.
+    let src = d.path("src.qcow2");
+    create_ours(&src, 1 << 30, &[]);
+    {
+        let mut img = open(&src, true);
+        img.write(0, &vec![1u8; 100 << 10]).expect("write");
+        img.write(10 << 20, &[2u8; 1024]).expect("write");
+        img.write_zeroes(1 << 20, 1 << 20, false).expect("zero");
+    }
+    let mut s = open(&src, false);
+    let m = super::measure(&CreateOpts::new(), s.size(), Some(s.as_mut())).expect("measure");
+    let (_, out) = qemu_img(&[
+        "measure",
+        "-O",
+        "qcow2",
+        "--output=json",
+        &src.display().to_string(),
+    ]);
+    assert!(
+        out.contains(&format!("\"required\": {}", m.required)),
+        "{out} vs {m:?}"
+    );
+    assert!(out.contains(&format!("\"fully-allocated\": {}", m.fully_allocated)));
+    assert_eq!(m.bitmaps, Some(0));
+}
