@@ -114,7 +114,10 @@ pub fn allocated_bytes(src: &mut dyn BlockDriver, size: u64) -> Result<u64> {
 
 /// One layer's status refined by its host file: plainly stored data over a
 /// hole of the host file reads as zeroes (QEMU reports such runs with
-/// `"zero": true, "data": true`). Returns the status, clipped to where the
+/// `"zero": true, "data": true`), for layers that ask for it
+/// ([`BlockDriver::map_zeroes_from_host`]: QEMU looks at the host file only
+/// for qcow2 images that seem metadata-preallocated; for other images
+/// `measure` and `map` count such runs as data). Returns the status, clipped to where the
 /// host allocation changes, and whether the run reads as zero.
 pub fn layer_status(
     img: &mut dyn BlockDriver,
@@ -124,7 +127,7 @@ pub fn layer_status(
     let mut st = img.block_status(offset, max_len)?;
     let zero = match (st.alloc, st.offset) {
         (Alloc::Zero, _) => true,
-        (Alloc::Data, Some(host)) if img.format_name() != "raw" => {
+        (Alloc::Data, Some(host)) if img.map_zeroes_from_host() => {
             let ext = img.file().host_extent(host, st.len)?;
             st.len = ext.len.clamp(1, st.len);
             ext.hole
