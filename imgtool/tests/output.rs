@@ -821,6 +821,22 @@ fn qcow2_images(t: &TempDir) {
     real(d, &["create", "-q", "-f", "qcow2", "part.qcow2", "10M"]);
     qemu_io(d, "part.qcow2", &["write -P 2 1M 100k", "write 3M 64k"]);
 
+    // Preallocated with fallocate (unwritten extents read as holes).
+    real(
+        d,
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "preallocation=falloc",
+            "pf.qcow2",
+            "1M",
+        ],
+    );
+    qemu_io(d, "pf.qcow2", &["write 64k 4k"]);
+
     // A snapshot of less data than the image holds now, at a smaller size.
     real(d, &["create", "-q", "-f", "qcow2", "ms.qcow2", "10M"]);
     qemu_io(d, "ms.qcow2", &["write 0 1M"]);
@@ -949,6 +965,9 @@ fn qcow2_outputs_match_real() {
         &["check", "-f", "qcow2", "base.raw"],
         &["map", "ch//top.qcow2"],
         &["map", "part.qcow2"],
+        &["measure", "-O", "qcow2", "part.qcow2"],
+        &["measure", "-O", "qcow2", "pf.qcow2"],
+        &["map", "--output=json", "pf.qcow2"],
         &["map", "--output=json", "part.qcow2"],
         &["map", "--output=json", "./ch/../ch/big.qcow2"],
         &["info", "--backing-chain", "ch//top.qcow2"],
@@ -1044,6 +1063,7 @@ fn qcow2_driver_details_match_real() {
     qemu_io(d, "pm.qcow2", &["write 64k 4k"]);
     same(d, &["map", "--output=json", "pm.qcow2"]);
     same(d, &["map", "pm.qcow2"]);
+    same(d, &["measure", "-O", "qcow2", "pm.qcow2"]);
     real(d, &["create", "-q", "-f", "qcow2", "ps.qcow2", "10M"]);
     qemu_io(d, "ps.qcow2", &["write -P 2 1M 100k"]);
     real(d, &["snapshot", "-c", "s", "ps.qcow2"]);
