@@ -9,7 +9,9 @@
 //! fixes, fragmentation, compression; measure with bitmaps), that order is
 //! the same for a key wherever it appears, and it is reproduced exactly by
 //! ranking each key with the string hash below taken modulo 512 (a
-//! 512-bucket hash table walked bucket by bucket). All 60+ keys observed fit
+//! 512-bucket hash table walked bucket by bucket). The hash is the classic
+//! public TDB string hash (Samba's trivial database), written here from its
+//! well-known description; the observed outputs confirm it. All 60+ keys observed fit
 //! it without exception. [`key_rank`] computes that rank; keys that share a
 //! bucket are ordered by [`TIES`] (observed), else kept in insertion order.
 
