@@ -651,3 +651,62 @@ fn resize_amend_and_measure() {
     assert!(out.contains(&format!("\"fully-allocated\": {}", m.fully_allocated)));
     assert_eq!(m.bitmaps, Some(0));
 }
+
+/// Not a unit test: times a sequential 1 GiB write and read next to the
+/// real `qemu-img convert` (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn bench_sequential_gib() {
+    let d = TempDir::new("bench");
+    let raw = d.path("src.raw");
+    let size = 1u64 << 30;
+    let chunk: Vec<u8> = (0..(2u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    {
+        let f = ImageFile::create(&raw).expect("raw");
+        let mut off = 0;
+        while off < size {
+            f.write_at(&chunk, off).expect("write raw");
+            off += chunk.len() as u64;
+        }
+    }
+    let t = std::time::Instant::now();
+    let q = d.path("q.qcow2");
+    qemu_img(&[
+        "convert",
+        "-O",
+        "qcow2",
+        &raw.display().to_string(),
+        &q.display().to_string(),
+    ]);
+    let real = t.elapsed();
+    let p = d.path("ours.qcow2");
+    create_ours(&p, size, &[]);
+    let t = std::time::Instant::now();
+    {
+        let mut img = open(&p, true);
+        let mut off = 0;
+        while off < size {
+            img.write(off, &chunk).expect("write");
+            off += chunk.len() as u64;
+        }
+        println!("ours write before flush: {:?}", t.elapsed());
+        img.flush().expect("flush");
+    }
+    let ours_w = t.elapsed();
+    let t = std::time::Instant::now();
+    {
+        let mut img = open(&p, false);
+        let mut buf = vec![0u8; chunk.len()];
+        let mut off = 0;
+        while off < size {
+            img.read(off, &mut buf).expect("read");
+            off += buf.len() as u64;
+        }
+    }
+    let ours_r = t.elapsed();
+    println!(
+        "qemu-img convert raw->qcow2: {real:?}; ours write: {ours_w:?}; ours read: {ours_r:?}"
+    );
+}

@@ -458,23 +458,30 @@ impl Qcow2 {
             last_start + cs
         };
         let fill_end = fill_end.min(self.hdr.size.div_ceil(1 << ub) << ub).max(we1);
-        let mut buf = vec![0u8; (fill_end - fill_start) as usize];
         let head = (ws0 - fill_start) as usize;
         let tail = (we1 - fill_start) as usize;
-        if head > 0 {
-            self.read_at(fill_start, &mut buf[..head])?;
-        }
-        if tail < buf.len() {
+        let src = &data[(ws0 - start) as usize..(we1 - start) as usize];
+        // Whole clusters are written straight from the caller's buffer.
+        let buf = if fill_start == ws0 && fill_end == we1 {
+            None
+        } else {
+            let mut buf = vec![0u8; (fill_end - fill_start) as usize];
+            if head > 0 {
+                self.read_at(fill_start, &mut buf[..head])?;
+            }
             let tail_end = fill_end.min(self.hdr.size);
             if we1 < tail_end {
                 let t = (tail_end - fill_start) as usize;
                 self.read_at(we1, &mut buf[tail..t])?;
             }
-        }
-        buf[head..tail].copy_from_slice(&data[(ws0 - start) as usize..(we1 - start) as usize]);
+            buf[head..tail].copy_from_slice(src);
+            Some(buf)
+        };
         let host = self.alloc_data(n)?;
-        self.file
-            .write_at(&buf, host + (fill_start - first_start))?;
+        self.file.write_at(
+            buf.as_deref().unwrap_or(src),
+            host + (fill_start - first_start),
+        )?;
 
         let mut words = Vec::with_capacity(n as usize * self.entry_words());
         for (i, (e, bm)) in olds.iter().enumerate() {
