@@ -212,7 +212,14 @@ fn walk(img: &mut Qcow2) -> Result<Walk> {
         w.refcount_meta.push((img.rc.table_offset >> cb) + c);
     }
     for i in 0..img.rc.table.len() {
-        let b = img.rc.table[i] & !511;
+        if img.rc.table[i] & 511 != 0 {
+            w.messages.push(format!(
+                "ERROR refcount table entry {i} has reserved bits set"
+            ));
+            w.corruptions += 1;
+            continue;
+        }
+        let b = img.rc.table[i];
         if b == 0 {
             continue;
         }
@@ -395,10 +402,14 @@ fn check_copied(img: &mut Qcow2, fix: bool, msgs: &mut Vec<String>) -> Result<(u
     for l1i in 0..img.l1.len() {
         let e = img.l1[l1i];
         let off = e & OFFSET_MASK;
-        if off == 0 || off & (cs - 1) != 0 || off >= file_len {
+        if off == 0 || off & (cs - 1) != 0 {
             continue;
         }
-        let r = img.rc.get(&img.file, off >> cb)?;
+        let r = if off >= file_len {
+            0
+        } else {
+            img.rc.get(&img.file, off >> cb)?
+        };
         if (r == 1) != (e & COPIED != 0) {
             if fix {
                 msgs.push(format!(
@@ -413,6 +424,9 @@ fn check_copied(img: &mut Qcow2, fix: bool, msgs: &mut Vec<String>) -> Result<(u
                 ));
                 bad += 1;
             }
+        }
+        if off >= file_len {
+            continue;
         }
         let mut words = read_u64s(img, off, (cs / 8) as usize)?;
         let mut changed = false;

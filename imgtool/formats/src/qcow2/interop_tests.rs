@@ -762,3 +762,222 @@ fn compressed_layout(kind: &str) {
         );
     }
 }
+
+/// The real qemu-img's check: (stderr lines, json fields).
+fn real_check(p: &Path) -> (Vec<String>, Vec<(String, u64)>) {
+    let out = Command::new("/usr/bin/qemu-img")
+        .args(["check", "--output=json", &p.display().to_string()])
+        .output()
+        .expect("run qemu-img check");
+    let msgs = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let mut fields = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let l = line.trim().trim_end_matches(',');
+        if let Some((k, v)) = l.split_once(": ") {
+            if let Ok(n) = v.parse::<u64>() {
+                fields.push((k.trim_matches('"').to_string(), n));
+            }
+        }
+    }
+    (msgs, fields)
+}
+
+fn our_check(p: &Path) -> (Vec<String>, Vec<(String, u64)>) {
+    let file = ImageFile::open(p, false).expect("open");
+    let mut img = Qcow2::open(file, &OpenOpts::default()).expect("open qcow2");
+    let r = img.check(FixMode::default()).expect("check");
+    let mut f = vec![(
+        "image-end-offset".to_string(),
+        r.image_end_offset.unwrap_or(0),
+    )];
+    f.push(("total-clusters".into(), r.total_clusters.unwrap_or(0)));
+    f.push(("check-errors".into(), r.check_errors));
+    for (k, v) in [
+        ("leaks", r.leaks),
+        ("corruptions", r.corruptions),
+        ("allocated-clusters", r.allocated_clusters.unwrap_or(0)),
+        ("fragmented-clusters", r.fragmented_clusters.unwrap_or(0)),
+        ("compressed-clusters", r.compressed_clusters.unwrap_or(0)),
+    ] {
+        if v != 0 {
+            f.push((k.into(), v));
+        }
+    }
+    (r.messages, f)
+}
+
+#[test]
+fn check_matches_real_qemu_img() {
+    if !have_qemu() {
+        return;
+    }
+    let d = TempDir::new("checkcmp");
+    // (name, create options, qemu-io commands, byte patches)
+    type Case<'a> = (&'a str, &'a str, Vec<&'a str>, Vec<(u64, Vec<u8>)>);
+    let cases: Vec<Case> = vec![
+        ("clean", "", vec!["write -P 1 0 128k"], vec![]),
+        (
+            "leak",
+            "",
+            vec!["write -P 1 0 128k"],
+            vec![(0x20000 + 6, vec![0, 2])],
+        ),
+        (
+            "l1 beyond",
+            "",
+            vec!["write -P 1 0 128k"],
+            vec![(0x30000, vec![0x80, 0, 0, 0, 0x10, 0, 0, 0])],
+        ),
+        (
+            "rb unaligned",
+            "",
+            vec!["write -P 1 0 128k"],
+            vec![(0x10000, vec![0, 0, 0, 0, 0, 2, 0, 0x20])],
+        ),
+        (
+            "zero prealloc",
+            "",
+            vec!["write -P 1 0 128k", "write -z 0 64k"],
+            vec![],
+        ),
+        (
+            "discarded",
+            "",
+            vec!["write -P 1 0 256k", "discard 64k 64k"],
+            vec![],
+        ),
+        (
+            "refcount0",
+            "",
+            vec!["write -P 1 0 128k"],
+            vec![(0x20000 + 10, vec![0, 0])],
+        ),
+        (
+            "refcount2",
+            "",
+            vec!["write -P 1 0 128k"],
+            vec![(0x20000 + 10, vec![0, 2])],
+        ),
+        (
+            "unaligned",
+            "",
+            vec!["write -P 1 0 128k"],
+            vec![(0x40000, vec![0, 0, 0, 0, 0, 5, 2, 0])],
+        ),
+        (
+            "nocopied",
+            "",
+            vec!["write -P 1 0 128k"],
+            vec![(0x40000, vec![0, 0, 0, 0, 0, 5, 0, 0])],
+        ),
+        (
+            "beyond",
+            "",
+            vec!["write -P 1 0 128k"],
+            vec![(0x40000, vec![0x80, 0, 0, 0, 0x10, 0, 0, 0])],
+        ),
+        (
+            "reserved",
+            "",
+            vec!["write -P 1 0 128k"],
+            vec![(0x40000, vec![0x80, 0, 0, 0, 0, 5, 0, 2])],
+        ),
+        (
+            "l2 copied",
+            "",
+            vec!["write -P 1 0 128k"],
+            vec![(0x30000, vec![0, 0, 0, 0, 0, 4, 0, 0])],
+        ),
+        (
+            "frag",
+            "",
+            vec![
+                "write -P 1 64k 64k",
+                "write -P 2 0 64k",
+                "write -c -P 3 1M 64k",
+            ],
+            vec![],
+        ),
+        (
+            "ext",
+            "extended_l2=on",
+            vec![
+                "write -P 1 0 3k",
+                "write -z 64k 64k",
+                "write -c -P 2 128k 64k",
+            ],
+            vec![],
+        ),
+        ("v2", "compat=0.10", vec!["write -P 1 0 100k"], vec![]),
+        ("rb1", "refcount_bits=1", vec!["write -P 1 0 100k"], vec![]),
+        ("snap", "", vec!["write -P 1 0 100k"], vec![]),
+    ];
+    let mut failures = Vec::new();
+    for (name, opts, cmds, patches) in cases {
+        let p = d.path("c.qcow2");
+        let ps = p.display().to_string();
+        let mut args = vec!["create", "-q", "-f", "qcow2"];
+        if !opts.is_empty() {
+            args.extend(["-o", opts]);
+        }
+        args.extend([ps.as_str(), "4M"]);
+        assert_eq!(qemu_img(&args).0, 0);
+        qemu_io(&p, &cmds);
+        if name == "snap" {
+            assert_eq!(qemu_img(&["snapshot", "-c", "s1", &ps]).0, 0);
+            qemu_io(&p, &["write -P 9 0 64k"]);
+        }
+        let mut data = std::fs::read(&p).expect("read");
+        for (off, b) in &patches {
+            let o = *off as usize;
+            if data.len() < o + b.len() {
+                data.resize(o + b.len(), 0);
+            }
+            data[o..o + b.len()].copy_from_slice(b);
+        }
+        std::fs::write(&p, &data).expect("write");
+        let real = real_check(&p);
+        let ours = our_check(&p);
+        let mut rf = real.1.clone();
+        rf.sort();
+        let mut of = ours.1.clone();
+        of.sort();
+        if real.0 != ours.0 || rf != of {
+            failures.push(format!(
+                "{name}:\n  real {:?} {:?}\n  ours {:?} {:?}",
+                real.0, rf, ours.0, of
+            ));
+        }
+        // Repair: where the real qemu-img's own repair gets a clean image,
+        // ours must too.
+        let q = d.path("q.qcow2");
+        std::fs::copy(&p, &q).expect("copy");
+        let qs = q.display().to_string();
+        qemu_img(&["check", "-q", "-r", "all", &qs]);
+        let real_fixable = qemu_img(&["check", &qs]).0 == 0;
+        {
+            let file = ImageFile::open(&p, true).expect("open");
+            let mut img = Qcow2::open(
+                file,
+                &OpenOpts {
+                    writable: true,
+                    ..OpenOpts::default()
+                },
+            )
+            .expect("open rw");
+            img.check(FixMode {
+                leaks: true,
+                errors: true,
+            })
+            .expect("repair");
+        }
+        let (rc, out) = qemu_img(&["check", &ps]);
+        if real_fixable && rc != 0 {
+            failures.push(format!("{name}: our repair left: {out}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
