@@ -981,3 +981,230 @@ fn check_matches_real_qemu_img() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+fn value_json(v: &crate::Value) -> String {
+    use crate::Value;
+    match v {
+        Value::Bool(b) => b.to_string(),
+        Value::Int(n) => n.to_string(),
+        Value::UInt(n) => n.to_string(),
+        Value::Str(s) => format!("\"{s}\""),
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(value_json).collect::<Vec<_>>().join(",")
+        ),
+        Value::Object(o) => {
+            let mut items: Vec<String> = o
+                .iter()
+                .map(|(k, v)| format!("\"{k}\":{}", value_json(v)))
+                .collect();
+            items.sort();
+            format!("{{{}}}", items.join(","))
+        }
+    }
+}
+
+/// Normalises the "format-specific" "data" object of real `info` JSON to
+/// sorted compact form.
+fn real_format_specific(p: &Path) -> String {
+    let (_, out) = qemu_img(&["info", "--output=json", &p.display().to_string()]);
+    // Find the qcow2 format-specific data block: the last "data": {...}.
+    let start = out
+        .rfind("\"type\": \"qcow2\"")
+        .expect("qcow2 format-specific");
+    let data_at = out[start..].find("\"data\":").expect("data") + start + 7;
+    let mut depth = 0;
+    let mut end = data_at;
+    for (i, ch) in out[data_at..].char_indices() {
+        match ch {
+            '{' | '[' => depth += 1,
+            '}' | ']' => {
+                depth -= 1;
+                if depth == 0 {
+                    end = data_at + i + 1;
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let compact: String = out[data_at..end]
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join("");
+    normalise_json(&compact)
+}
+
+/// Sorts object keys of compact JSON (objects of scalars, arrays, objects).
+fn normalise_json(s: &str) -> String {
+    fn parse(s: &[u8], i: &mut usize) -> String {
+        match s[*i] {
+            b'{' => {
+                *i += 1;
+                let mut items = Vec::new();
+                while s[*i] != b'}' {
+                    let ks = *i;
+                    *i += 1;
+                    while s[*i] != b'"' {
+                        *i += 1;
+                    }
+                    *i += 2; // closing quote and colon
+                    let key = String::from_utf8_lossy(&s[ks..*i]).into_owned();
+                    let v = parse(s, i);
+                    items.push(format!("{key}{v}"));
+                    if s[*i] == b',' {
+                        *i += 1;
+                    }
+                }
+                *i += 1;
+                items.sort();
+                format!("{{{}}}", items.join(","))
+            }
+            b'[' => {
+                *i += 1;
+                let mut items = Vec::new();
+                while s[*i] != b']' {
+                    items.push(parse(s, i));
+                    if s[*i] == b',' {
+                        *i += 1;
+                    }
+                }
+                *i += 1;
+                format!("[{}]", items.join(","))
+            }
+            _ => {
+                let st = *i;
+                if s[*i] == b'"' {
+                    *i += 1;
+                    while s[*i] != b'"' {
+                        *i += 1;
+                    }
+                    *i += 1;
+                } else {
+                    while !matches!(s[*i], b',' | b'}' | b']') {
+                        *i += 1;
+                    }
+                }
+                String::from_utf8_lossy(&s[st..*i]).into_owned()
+            }
+        }
+    }
+    let mut i = 0;
+    parse(s.as_bytes(), &mut i)
+}
+
+#[test]
+fn format_specific_matches_real_info() {
+    if !have_qemu() {
+        return;
+    }
+    let d = TempDir::new("info");
+    for (opts, bitmap) in [
+        ("compat=0.10", false),
+        ("lazy_refcounts=on", false),
+        (
+            "extended_l2=on,compression_type=zstd,refcount_bits=8",
+            false,
+        ),
+        ("cluster_size=4k", true),
+    ] {
+        let p = d.path("i.qcow2");
+        let ps = p.display().to_string();
+        assert_eq!(
+            qemu_img(&["create", "-q", "-f", "qcow2", "-o", opts, &ps, "1M"]).0,
+            0
+        );
+        if bitmap {
+            assert_eq!(qemu_img(&["bitmap", "--add", &ps, "bm0"]).0, 0);
+            assert_eq!(
+                qemu_img(&["bitmap", "--add", "-g", "128k", "--disable", &ps, "other"]).0,
+                0
+            );
+        }
+        let real = real_format_specific(&p);
+        let img = open(&p, false);
+        let ours = value_json(&img.format_specific().expect("format specific"));
+        assert_eq!(ours, real, "{opts}");
+        drop(img);
+        if bitmap {
+            assert_clean(&p);
+            let r = our_check(&p);
+            assert_eq!(r, real_check(&p), "check with bitmaps");
+        }
+    }
+}
+
+#[test]
+fn dirty_image_is_repaired_on_writable_open() {
+    if !have_qemu() {
+        return;
+    }
+    let d = TempDir::new("dirty");
+    let p = d.path("l.qcow2");
+    let ps = p.display().to_string();
+    assert_eq!(
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "lazy_refcounts=on",
+            &ps,
+            "1M"
+        ])
+        .0,
+        0
+    );
+    qemu_io(&p, &["write -P 3 0 128k"]);
+    // As after a crash with lazy refcounts: dirty bit set, refcount of a
+    // data cluster never written.
+    let mut data = std::fs::read(&p).expect("read");
+    data[79] |= 1;
+    data[0x20000 + 10..0x20000 + 12].copy_from_slice(&[0, 0]);
+    std::fs::write(&p, &data).expect("write");
+    {
+        let img = open(&p, false);
+        assert!(img.dirty());
+    }
+    {
+        let mut img = open(&p, true);
+        assert!(!img.dirty());
+        let r = img.check(FixMode::default()).expect("check");
+        assert_eq!((r.corruptions, r.leaks), (0, 0));
+        let mut buf = vec![0u8; 131072];
+        img.read(0, &mut buf).expect("read");
+        assert!(buf.iter().all(|&b| b == 3));
+    }
+    assert_clean(&p);
+    let data = std::fs::read(&p).expect("read");
+    assert_eq!(data[79] & 1, 0, "dirty bit cleared");
+}
+
+#[test]
+fn corrupt_bit_refuses_writable_open() {
+    let d = TempDir::new("corruptbit");
+    let p = d.path("c.qcow2");
+    create_ours(&p, 1 << 20, &[]);
+    let mut data = std::fs::read(&p).expect("read");
+    data[79] |= 2;
+    std::fs::write(&p, &data).expect("write");
+    let file = ImageFile::open(&p, true).expect("open");
+    let e = Qcow2::open(
+        file,
+        &OpenOpts {
+            writable: true,
+            ..OpenOpts::default()
+        },
+    )
+    .err()
+    .expect("refused");
+    assert_eq!(
+        e.to_string(),
+        "qcow2: Image is corrupt; cannot be opened read/write"
+    );
+    let file = ImageFile::open(&p, false).expect("open");
+    let img = Qcow2::open(file, &OpenOpts::default()).expect("read-only open works");
+    let fs = img.format_specific().expect("info");
+    assert_eq!(fs.get("corrupt"), Some(&crate::Value::Bool(true)));
+}
