@@ -481,12 +481,19 @@ fn rebuild(img: &mut Qcow2, w: &Walk) -> Result<()> {
             *x = x.saturating_sub(1);
         }
     }
-    write_structure(img, counts, img.hdr.refcount_order)
+    write_structure(img, counts, img.hdr.refcount_order, false)
 }
 
 /// Lays out a complete refcount structure for `counts` (one entry per
 /// cluster) past every used cluster, then points the header at it.
-pub(super) fn write_structure(img: &mut Qcow2, mut counts: Vec<u64>, order: u32) -> Result<()> {
+/// With `mark_in_old`, the new clusters are first counted in the old
+/// (trusted) structure, as QEMU's allocator would.
+pub(super) fn write_structure(
+    img: &mut Qcow2,
+    mut counts: Vec<u64>,
+    order: u32,
+    mark_in_old: bool,
+) -> Result<()> {
     let cb = img.cluster_bits;
     let cs = img.cluster_size();
     let file_clusters = img.file.len()?.div_ceil(cs);
@@ -498,6 +505,12 @@ pub(super) fn write_structure(img: &mut Qcow2, mut counts: Vec<u64>, order: u32)
     counts.resize((start + area) as usize, 0);
     for c in start..start + area {
         counts[c as usize] = 1;
+    }
+    let bb = img.rc.block_bits();
+    let covered = (start >> bb..=(start + area - 1) >> bb)
+        .all(|ti| usize::try_from(ti).is_ok_and(|ti| img.rc.block_offset(ti) != 0));
+    if mark_in_old && covered {
+        img.rc.update(&img.file, start, area, 1)?;
     }
     let max = if order == 6 {
         u64::MAX

@@ -965,7 +965,7 @@ fn change_refcount_order(img: &mut Qcow2, order: u32) -> Result<()> {
             counts[(b >> cb) as usize] = 0;
         }
     }
-    super::check::write_structure(img, counts, order)
+    super::check::write_structure(img, counts, order, true)
 }
 
 #[cfg(test)]

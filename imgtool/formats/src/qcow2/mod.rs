@@ -252,11 +252,10 @@ impl Qcow2 {
         self.hdr.refcount_table_clusters = self.rc.table_clusters;
         self.hdr.refcount_order = self.rc.order;
         self.hdr.l1_size = self.l1.len() as u32;
-        let bytes = self.hdr.serialize()?;
-        let mut buf = bytes;
-        // Zero the rest of the header area so stale extensions vanish.
-        let want = buf.len().max(self.hdr.header_length as usize + 8);
-        buf.resize(want.min(self.cluster_size() as usize), 0);
+        let mut buf = self.hdr.serialize()?;
+        // The rest of cluster 0 is zeroed: stale extensions and fields of
+        // a longer previous header must not survive.
+        buf.resize(self.cluster_size() as usize, 0);
         self.file.write_at(&buf, 0)?;
         Ok(())
     }
