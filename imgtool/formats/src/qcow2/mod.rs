@@ -81,6 +81,8 @@ pub struct Qcow2 {
     decompressed: Option<(u64, Vec<u8>)>,
     /// Header bits that must be cleared before the first change were.
     prepared_for_write: bool,
+    /// References the current write request dropped, released at its end.
+    pending_release: Vec<io::Held>,
 }
 
 impl Qcow2 {
@@ -227,6 +229,7 @@ impl Qcow2 {
             free_byte_offset: 0,
             decompressed: None,
             prepared_for_write: false,
+            pending_release: Vec::new(),
             hdr,
         };
         if opts.writable && img.hdr.incompatible & header::INCOMPAT_DIRTY != 0 {

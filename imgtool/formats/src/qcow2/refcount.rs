@@ -361,6 +361,35 @@ impl Refcounts {
         Ok(new_block << self.cluster_bits)
     }
 
+    /// Takes free clusters `[first, first+n)` the way QEMU allocates at a
+    /// preferred offset: refcounts go up cluster by cluster, and a
+    /// refcount block that has to be allocated on the way comes from the
+    /// free index and may land inside the range, which then ends there.
+    /// Returns how many clusters were taken (0..=n).
+    pub fn alloc_at(&mut self, file: &ImageFile, first: u64, n: u64) -> Result<u64> {
+        let bb = self.block_bits();
+        let mut c = first;
+        let end = first + n;
+        while c < end {
+            let piece_end = end.min(((c >> bb) + 1) << bb);
+            if self.block_offset((c >> bb) as usize) == 0 {
+                let blk = self.ensure_block(file, c)? >> self.cluster_bits;
+                if (c..end).contains(&blk) {
+                    // The block took a cluster of the range.
+                    if blk > c {
+                        self.update(file, c, blk - c, 1)?;
+                    }
+                    c = blk;
+                    break;
+                }
+            }
+            self.update(file, c, piece_end - c, 1)?;
+            c = piece_end;
+        }
+        self.free_index = self.free_index.max(c);
+        Ok(c - first)
+    }
+
     fn set_table_entry(&mut self, file: &ImageFile, ti: usize, off: u64) -> Result<()> {
         self.table[ti] = off;
         file.write_at(&off.to_be_bytes(), self.table_offset + ti as u64 * 8)
