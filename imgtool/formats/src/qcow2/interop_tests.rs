@@ -1547,3 +1547,134 @@ fn write_layout_matches_qemu_io() {
     }
     assert!(errs.is_empty(), "{}", errs.join("\n"));
 }
+
+#[test]
+fn writes_never_land_on_metadata() {
+    let d = TempDir::new("overlap");
+    let p = d.path("o.qcow2");
+    create_ours(&p, 1 << 20, &[]);
+    {
+        let mut img = open(&p, true);
+        img.write(0, &[1u8; 65536]).expect("write");
+    }
+    // L2 entry 0 (L2 table at cluster 4) now claims the L1 table (cluster 3).
+    let mut data = std::fs::read(&p).expect("read");
+    data[0x40000..0x40008].copy_from_slice(&(0x8000_0000_0003_0000u64).to_be_bytes());
+    std::fs::write(&p, &data).expect("write");
+    let before = std::fs::read(&p).expect("read");
+    {
+        let mut img = open(&p, true);
+        assert!(img.write(0, &[2u8; 4096]).is_err());
+    }
+    let after = std::fs::read(&p).expect("read");
+    assert_eq!(
+        &before[0x30000..0x30008],
+        &after[0x30000..0x30008],
+        "L1 table intact"
+    );
+    // The image is now marked corrupt, as QEMU does.
+    assert_eq!(after[79] & 2, 2);
+}
+
+/// Zeroes the date fields of every snapshot table entry (they differ
+/// between two runs).
+fn mask_snapshot_dates(data: &mut [u8]) {
+    let n = u32::from_be_bytes(data[60..64].try_into().expect("4 bytes"));
+    let mut off = u64::from_be_bytes(data[64..72].try_into().expect("8 bytes")) as usize;
+    for _ in 0..n {
+        if off + 40 > data.len() {
+            return;
+        }
+        data[off + 16..off + 24].fill(0);
+        let id = u16::from_be_bytes([data[off + 12], data[off + 13]]) as usize;
+        let name = u16::from_be_bytes([data[off + 14], data[off + 15]]) as usize;
+        let extra = u32::from_be_bytes(data[off + 36..off + 40].try_into().expect("4")) as usize;
+        off += (40 + extra + id + name).div_ceil(8) * 8;
+    }
+}
+
+#[test]
+fn snapshot_operations_match_real_bytes() {
+    if !have_qemu() {
+        return;
+    }
+    let d = TempDir::new("snapbytes");
+    let r = d.path("real.qcow2");
+    let m = d.path("mine.qcow2");
+    let rs = r.display().to_string();
+    for opts in [
+        "cluster_size=64k",
+        "compat=0.10",
+        "extended_l2=on",
+        "cluster_size=4k",
+    ] {
+        assert_eq!(
+            qemu_img(&["create", "-q", "-f", "qcow2", "-o", opts, &rs, "4M"]).0,
+            0
+        );
+        qemu_io(
+            &r,
+            &[
+                "write -P 1 0 200k",
+                "write -c -P 2 1M 64k",
+                "write -z 2M 64k",
+            ],
+        );
+        std::fs::copy(&r, &m).expect("copy");
+        let info = |name: &str| SnapshotInfo {
+            name: name.into(),
+            icount: Some(0),
+            ..SnapshotInfo::default()
+        };
+        type Step<'a> = (Vec<&'a str>, Box<dyn Fn(&mut dyn BlockDriver)>);
+        let steps: Vec<Step> = vec![
+            (
+                vec!["snapshot", "-c", "one"],
+                Box::new(move |i| i.snapshot_create(&info("one")).expect("create")),
+            ),
+            (vec![], Box::new(|_| {})),
+            (
+                vec!["snapshot", "-c", "two"],
+                Box::new(move |i| i.snapshot_create(&info("two")).expect("create")),
+            ),
+            (
+                vec!["snapshot", "-a", "one"],
+                Box::new(|i| i.snapshot_apply("one").expect("apply")),
+            ),
+            (
+                vec!["snapshot", "-d", "two"],
+                Box::new(|i| i.snapshot_delete("two").expect("delete")),
+            ),
+            (
+                vec!["snapshot", "-d", "one"],
+                Box::new(|i| i.snapshot_delete("one").expect("delete")),
+            ),
+        ];
+        for (k, (real, ours)) in steps.iter().enumerate() {
+            if real.is_empty() {
+                // Guest writes between snapshots.
+                qemu_io(&r, &["write -P 3 100k 200k"]);
+                open(&m, true)
+                    .write(100 << 10, &vec![3u8; 200 << 10])
+                    .expect("write");
+            } else {
+                let mut args = real.clone();
+                args.push(&rs);
+                assert_eq!(qemu_img(&args).0, 0);
+                ours(open(&m, true).as_mut());
+            }
+            let mut a = std::fs::read(&r).expect("r");
+            let mut b = std::fs::read(&m).expect("m");
+            mask_snapshot_dates(&mut a);
+            mask_snapshot_dates(&mut b);
+            if a != b {
+                if let Ok(dir) = std::env::var("QCOW2_TEST_KEEP") {
+                    let _ = std::fs::copy(&r, format!("{dir}/snap-real.qcow2"));
+                    let _ = std::fs::copy(&m, format!("{dir}/snap-mine.qcow2"));
+                }
+            }
+            assert_same(&b, &a, &format!("{opts} after step {k} {real:?}"));
+        }
+        assert_clean(&m);
+    }
+}

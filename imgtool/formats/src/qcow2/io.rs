@@ -391,6 +391,7 @@ impl Qcow2 {
                 let mut buf = vec![0u8; cs as usize];
                 buf[(ws - cstart) as usize..(we - cstart) as usize]
                     .copy_from_slice(&data[(ws - start) as usize..(we - start) as usize]);
+                self.check_overlap(host, cs)?;
                 self.file.write_at(&buf, host)?;
                 self.l2c.set(&self.file, l2off, ci, &[host | COPIED])?;
                 *prev_end = Some(host + cs);
@@ -433,6 +434,7 @@ impl Qcow2 {
                 }
                 let we = end.min((k + 1) << cb);
                 let src = &data[(ws - start) as usize..(we - start) as usize];
+                self.check_overlap(host0 + (ws - cstart), src.len() as u64)?;
                 self.file.write_at(src, host0 + (ws - cstart))?;
                 *prev_end = Some(host0 + ((k + 1 - c) << cb));
                 c = k + 1;
@@ -496,6 +498,7 @@ impl Qcow2 {
         self.read_at(we, &mut buf[tail_at..])?;
         buf[(ws - fs) as usize..tail_at]
             .copy_from_slice(&data[(ws - start) as usize..(we - start) as usize]);
+        self.check_overlap((e & OFFSET_MASK) + (fs - cstart), buf.len() as u64)?;
         self.file
             .write_at(&buf, (e & OFFSET_MASK) + (fs - cstart))?;
         let bits = self.sc_bits(cstart, fs, fe);
