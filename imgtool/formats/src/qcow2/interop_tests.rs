@@ -1678,3 +1678,89 @@ fn snapshot_operations_match_real_bytes() {
         assert_clean(&m);
     }
 }
+
+#[test]
+fn backing_changes_and_make_empty_match_real_bytes() {
+    if !have_qemu() {
+        return;
+    }
+    let d = TempDir::new("rebase");
+    let base = d.path("base.qcow2");
+    let bs = base.display().to_string();
+    assert_eq!(qemu_img(&["create", "-q", "-f", "qcow2", &bs, "4M"]).0, 0);
+    let other = d.path("other.raw");
+    std::fs::write(&other, vec![0u8; 4 << 20]).expect("other");
+    for opts in [
+        "cluster_size=64k",
+        "compat=0.10",
+        "cluster_size=4k",
+        "extended_l2=on",
+    ] {
+        let r = d.path("real.qcow2");
+        let m = d.path("mine.qcow2");
+        let rs = r.display().to_string();
+        let mut args = vec![
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            opts,
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+        ];
+        args.push(&rs);
+        assert_eq!(qemu_img(&args).0, 0);
+        qemu_io(
+            &r,
+            &["write -P 1 0 200k", "write -P 2 3M 10k", "write -z 1M 64k"],
+        );
+        std::fs::copy(&r, &m).expect("copy");
+        // rebase -u to a longer name with another format, then to none.
+        assert_eq!(
+            qemu_img(&["rebase", "-u", "-b", "other.raw", "-F", "raw", &rs]).0,
+            0
+        );
+        open(&m, true)
+            .change_backing_file(Some("other.raw"), Some("raw"))
+            .expect("rebase");
+        assert_same(
+            &std::fs::read(&m).expect("m"),
+            &std::fs::read(&r).expect("r"),
+            opts,
+        );
+        assert_eq!(
+            qemu_img(&["rebase", "-u", "-b", "base.qcow2", "-F", "qcow2", &rs]).0,
+            0
+        );
+        open(&m, true)
+            .change_backing_file(Some("base.qcow2"), Some("qcow2"))
+            .expect("rebase");
+        assert_same(
+            &std::fs::read(&m).expect("m"),
+            &std::fs::read(&r).expect("r"),
+            opts,
+        );
+        // commit empties the top image.
+        assert_eq!(qemu_img(&["commit", "-q", &rs]).0, 0);
+        open(&m, true).make_empty().expect("make_empty");
+        assert_same(
+            &std::fs::read(&m).expect("m"),
+            &std::fs::read(&r).expect("r"),
+            opts,
+        );
+        assert_eq!(qemu_img(&["rebase", "-u", "-b", "", &rs]).0, 0);
+        open(&m, true)
+            .change_backing_file(None, None)
+            .expect("rebase");
+        assert_same(
+            &std::fs::read(&m).expect("m"),
+            &std::fs::read(&r).expect("r"),
+            opts,
+        );
+        // Reset the base for the next round.
+        assert_eq!(qemu_img(&["create", "-q", "-f", "qcow2", &bs, "4M"]).0, 0);
+    }
+}

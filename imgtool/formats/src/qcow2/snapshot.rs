@@ -5,6 +5,7 @@
 
 use super::cluster::{COMPRESSED, COPIED, OFFSET_MASK};
 use super::io::Held;
+use super::refcount::Refcounts;
 use super::Qcow2;
 use crate::driver::SnapshotInfo;
 use crate::error::{Error, Result};
@@ -438,15 +439,63 @@ impl Qcow2 {
 
     /// Drops every mapping of the active L1 (after commit).
     pub(super) fn empty_image(&mut self) -> Result<()> {
+        self.decompressed = None;
+        let cb = self.cluster_bits;
+        let cs = self.cluster_size();
+        let l1_clusters = (self.l1.len() as u64 * 8).div_ceil(cs);
+        let per_block = 1u64 << self.rc.block_bits();
+        let standard_layout = self.hdr.version >= 3
+            && self.snapshots.is_empty()
+            && self.hdr.bitmaps_ext.is_none()
+            && self.rc.table_offset == cs
+            && self.rc.table_clusters == 1
+            && self.rc.block_offset(0) == 2 * cs
+            && (self.hdr.l1_table_offset == 3 * cs || self.l1.is_empty())
+            && 3 + l1_clusters <= per_block;
+        if standard_layout {
+            // Like QEMU: the image becomes a freshly created one (header,
+            // refcount table, one refcount block, zeroed L1), truncated.
+            // Zeroing the L1 first makes every data cluster unreachable,
+            // so a crash in between only leaks.
+            let zeros = vec![0u64; self.l1.len()];
+            if !zeros.is_empty() {
+                let mut raw = vec![0u8; (l1_clusters * cs) as usize];
+                raw.truncate((l1_clusters * cs) as usize);
+                self.file.write_at(&raw, self.hdr.l1_table_offset)?;
+            }
+            self.l1 = zeros;
+            let mut block = vec![0u8; cs as usize];
+            for c in 0..3 + l1_clusters {
+                Refcounts::set_entry(self.rc.order, &mut block, c as usize, 1);
+            }
+            self.file.write_at(&block, 2 * cs)?;
+            let mut table = vec![0u8; cs as usize];
+            table[..8].copy_from_slice(&(2 * cs).to_be_bytes());
+            self.file.write_at(&table, cs)?;
+            self.file.set_len((3 + l1_clusters) * cs)?;
+            self.rc = Refcounts::load(&self.file, cb, self.rc.order, cs, 1)?;
+            self.l2c.clear();
+            self.free_byte_offset = 0;
+            return Ok(());
+        }
+        // With snapshots: every active L2 table becomes ours and empty.
+        let step = self.entry_words();
         for l1i in 0..self.l1.len() {
-            let off = self.l1[l1i] & OFFSET_MASK;
-            if off == 0 {
+            if self.l1[l1i] & OFFSET_MASK == 0 {
                 continue;
             }
-            self.set_l1(l1i, 0)?;
-            self.release_table(off)?;
+            let l2off = self.ensure_l2(l1i)?;
+            let words = self.l2c.table(&self.file, l2off)?.to_vec();
+            let helds: Vec<Held> = (0..words.len())
+                .step_by(step)
+                .map(|i| self.held(words[i]))
+                .collect();
+            self.l2c
+                .set(&self.file, l2off, 0, &vec![0u64; words.len()])?;
+            for h in helds {
+                self.release_discard(h)?;
+            }
         }
-        self.l2c.clear();
         Ok(())
     }
 }
