@@ -557,7 +557,13 @@ pub fn measure(
     let full = meta + data_clusters * cs;
     let mut bitmaps = None;
     let required = match (source, p.prealloc) {
-        (_, Prealloc::Falloc | Prealloc::Full) => full,
+        (Some(src), Prealloc::Falloc | Prealloc::Full) => {
+            if src.format_name() == "qcow2" {
+                bitmaps = Some(bitmaps_size(src, cs));
+            }
+            full
+        }
+        (None, Prealloc::Falloc | Prealloc::Full) => full,
         (None, _) => meta,
         (Some(src), _) => {
             if src.format_name() == "qcow2" {
