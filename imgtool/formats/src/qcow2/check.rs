@@ -239,6 +239,11 @@ fn walk(img: &mut Qcow2) -> Result<Walk> {
 
 /// References of persistent bitmaps: directory, tables, data clusters.
 fn walk_bitmaps(img: &mut Qcow2, w: &mut Walk) -> Result<()> {
+    // QEMU only trusts the bitmaps of version 3 images whose autoclear
+    // bit says they are consistent; otherwise their clusters are leaks.
+    if img.hdr.version < 3 || img.hdr.autoclear & super::header::AUTOCLEAR_BITMAPS == 0 {
+        return Ok(());
+    }
     let Some(ext) = img.hdr.bitmaps_ext.clone() else {
         return Ok(());
     };

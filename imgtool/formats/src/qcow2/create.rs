@@ -935,7 +935,8 @@ fn downgrade(img: &mut Qcow2) -> Result<()> {
     img.hdr.compression_type = 0;
     img.hdr.tail.clear();
     img.hdr.feature_names.clear();
-    img.hdr.bitmaps_ext = None;
+    // Bitmaps stay recorded (QEMU keeps the extension; version 2 readers
+    // then treat the bitmaps as inconsistent).
     img.write_header()
 }
 
