@@ -167,6 +167,12 @@ fn parse_refcount_bits(opts: &CreateOpts) -> Result<Option<u32>> {
 /// Parses and validates creation options in QEMU's order of checks.
 pub fn parse_params(opts: &CreateOpts) -> Result<Params> {
     if opts.get("encryption").is_some_and(|v| v != "off") || opts.get("encrypt.format").is_some() {
+        if opts.get("encrypt.key-secret").is_none() {
+            // The real qemu-img's first complaint.
+            return Err(Error::invalid(
+                "Parameter 'encrypt.key-secret' is required for cipher",
+            ));
+        }
         return Err(Error::unsupported(
             "Encrypted qcow2 images are not supported by this qemu-img",
         ));

@@ -1313,23 +1313,40 @@ fn maintenance_operations_match_real_bytes() {
             errs.push(e);
         }
     }
-    for size in ["64M", "3M"] {
-        let arg = ["resize", "-q", "--shrink"];
+    for (size, mode) in [
+        ("64M", Prealloc::Off),
+        ("3M", Prealloc::Off),
+        ("9M", Prealloc::Metadata),
+        ("9M", Prealloc::Falloc),
+        ("7M", Prealloc::Full),
+    ] {
+        let pa = format!("--preallocation={}", mode.name());
+        let arg = ["resize", "-q", "--shrink", pa.as_str()];
         let r = d.path("real.qcow2");
         let m = d.path("mine.qcow2");
         setup(&r);
         std::fs::copy(&r, &m).expect("copy");
         let rs = r.display().to_string();
-        assert_eq!(qemu_img(&[arg[0], arg[1], arg[2], &rs, size]).0, 0);
+        let mut a = arg.to_vec();
+        if mode == Prealloc::Off {
+            a.pop();
+        }
+        a.extend([rs.as_str(), size]);
+        assert_eq!(qemu_img(&a).0, 0);
         {
             let mut img = open(&m, true);
             let n = crate::size::parse_size(size).expect("size");
-            img.resize(n, Prealloc::Off, true).expect("resize");
+            img.resize(n, mode, true).expect("resize");
         }
         let a = std::fs::read(&r).expect("r");
         let b = std::fs::read(&m).expect("m");
         if a != b {
-            errs.push(format!("resize {size}: lengths {} vs {}", a.len(), b.len()));
+            let first = a.iter().zip(&b).position(|(x, y)| x != y);
+            errs.push(format!(
+                "resize {size} {mode:?}: lengths {} vs {}, first difference {first:x?}",
+                a.len(),
+                b.len()
+            ));
         }
         assert_clean(&m);
     }
