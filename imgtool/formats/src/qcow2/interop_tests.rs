@@ -1918,3 +1918,52 @@ fn writing_an_image_with_bitmaps_keeps_it_consistent() {
     qemu_io(&p, &["write -P 2 0 4096"]);
     assert_clean(&p);
 }
+
+#[test]
+fn open_errors_match_real_messages() {
+    if !have_qemu() {
+        return;
+    }
+    let d = TempDir::new("openerr");
+    let p = d.path("e.qcow2");
+    let ps = p.display().to_string();
+    let cases: Vec<(usize, Vec<u8>)> = vec![
+        (20, vec![0, 0, 0, 0x16]),
+        (36, vec![0x10, 0, 0, 0]),
+        (40, vec![0, 0, 0, 0, 0, 3, 0, 1]),
+        (48, vec![0, 0, 0, 0, 0, 1, 0, 1]),
+        (56, vec![0, 0x10, 0, 0]),
+        (96, vec![0, 0, 0, 7]),
+        (100, vec![0, 0, 0, 0x30]),
+        (4, vec![0, 0, 0, 4]),
+        (24, vec![1, 0, 0, 0, 0, 0, 0, 0]),
+        (64, vec![0, 0, 0, 0, 0, 0, 0, 5]),
+        (60, vec![0, 1, 0, 0]),
+        (32, vec![0, 0, 0, 3]),
+        (8, vec![0, 0, 0, 0, 0, 0, 1, 0]),
+        (72, vec![0, 0, 0, 0, 0, 0, 0, 0x20]),
+    ];
+    let mut errs = Vec::new();
+    for (off, bytes) in cases {
+        assert_eq!(qemu_img(&["create", "-q", "-f", "qcow2", &ps, "1M"]).0, 0);
+        let mut data = std::fs::read(&p).expect("read");
+        data[off..off + bytes.len()].copy_from_slice(&bytes);
+        std::fs::write(&p, &data).expect("write");
+        let (_, out) = qemu_img(&["info", "-f", "qcow2", &ps]);
+        let real = out
+            .trim()
+            .strip_prefix(&format!("qemu-img: Could not open '{ps}': "))
+            .unwrap_or(out.trim())
+            .to_string();
+        let file = ImageFile::open(&p, false).expect("open");
+        let ours = match Qcow2::open(file, &OpenOpts::default()) {
+            Ok(_) => "opened".to_string(),
+            Err(e) => e.to_string(),
+        };
+        let real = if real.starts_with("image:") { "opened".to_string() } else { real };
+        if ours != real {
+            errs.push(format!("patch at {off}: real {real:?} ours {ours:?}"));
+        }
+    }
+    assert!(errs.is_empty(), "{}", errs.join("\n"));
+}

@@ -204,7 +204,7 @@ impl Qcow2 {
                 *e = u64::from_be_bytes(c.try_into().expect("chunks_exact(8) yields 8 bytes"));
             }
         }
-        if hdr.nb_snapshots > 0 && hdr.snapshots_offset & (cs - 1) != 0 {
+        if hdr.snapshots_offset & (cs - 1) != 0 {
             return Err(Error::corrupt("Snapshot table offset invalid"));
         }
         let snapshots = snapshot::read_table(&file, hdr.snapshots_offset, hdr.nb_snapshots, cb)?;
