@@ -116,6 +116,12 @@ fn walk(img: &mut Qcow2) -> Result<Walk> {
         w.inc(s.l1_offset, s.l1_size as u64 * 8, 1);
         *seen_l1.entry((s.l1_offset, s.l1_size)).or_insert(0) += 1;
     }
+    let total_l1: u64 = seen_l1.keys().map(|(_, size)| *size as u64 * 8).sum();
+    if total_l1 > 1 << 30 {
+        return Err(Error::unsupported(format!(
+            "Snapshot L1 tables too large to check ({total_l1} bytes)"
+        )));
+    }
     let mut snap_l1_mult: Vec<u32> = Vec::new();
     for ((off, size), n) in &seen_l1 {
         if off.saturating_add(*size as u64 * 8) > file_len {

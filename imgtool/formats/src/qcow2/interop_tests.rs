@@ -1960,10 +1960,88 @@ fn open_errors_match_real_messages() {
             Ok(_) => "opened".to_string(),
             Err(e) => e.to_string(),
         };
-        let real = if real.starts_with("image:") { "opened".to_string() } else { real };
+        let real = if real.starts_with("image:") {
+            "opened".to_string()
+        } else {
+            real
+        };
         if ours != real {
             errs.push(format!("patch at {off}: real {real:?} ours {ours:?}"));
         }
     }
     assert!(errs.is_empty(), "{}", errs.join("\n"));
+}
+
+/// Randomly damaged metadata must give errors, never panics or hangs.
+#[test]
+fn random_corruption_never_panics() {
+    let d = TempDir::new("fuzz");
+    let p = d.path("seed.qcow2");
+    create_ours(&p, 2 << 20, &[("cluster_size", "4096")]);
+    {
+        let mut img = open(&p, true);
+        img.write(0, &vec![1u8; 300_000]).expect("write");
+        let comp = img.compressor().expect("compressor");
+        let z = comp.compress(&vec![7u8; 4096]).expect("compressible");
+        img.write_compressed(1 << 20, &z).expect("compressed");
+        img.snapshot_create(&SnapshotInfo {
+            name: "s".into(),
+            ..SnapshotInfo::default()
+        })
+        .expect("snapshot");
+        img.write(100_000, &vec![2u8; 50_000]).expect("write");
+    }
+    let seed = std::fs::read(&p).expect("read");
+    let meta_end = seed.len().min(40 * 4096);
+    let mut rng = Rng(0xdead_beef);
+    let f = d.path("f.qcow2");
+    let rounds = std::env::var("QCOW2_FUZZ_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    if let Some(seed) = std::env::var("QCOW2_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        rng = Rng(seed);
+    }
+    for round in 0..rounds {
+        let mut data = seed.clone();
+        for _ in 0..1 + rng.below(8) {
+            let at = rng.below(meta_end as u64) as usize;
+            data[at] = rng.next() as u8;
+        }
+        std::fs::write(&f, &data).expect("write");
+        let fp = f.clone();
+        let r = std::panic::catch_unwind(move || {
+            let file = ImageFile::open(&fp, true).expect("open file");
+            if let Ok(mut img) = Qcow2::open(
+                file,
+                &OpenOpts {
+                    writable: true,
+                    ..OpenOpts::default()
+                },
+            ) {
+                let mut buf = vec![0u8; 2 << 20];
+                let _ = img.read(0, &mut buf);
+                let mut off = 0;
+                while off < img.size() {
+                    match img.block_status(off, img.size() - off) {
+                        Ok(s) => off += s.len,
+                        Err(_) => break,
+                    }
+                }
+                let _ = img.check(FixMode::default());
+                let _ = img.write(5000, &[3u8; 70_000]);
+                let _ = img.write_zeroes(200_000, 100_000, true);
+                let _ = img.discard(0, 8192);
+                let _ = img.snapshot_delete("s");
+                let _ = img.check(FixMode {
+                    leaks: true,
+                    errors: true,
+                });
+            }
+        });
+        assert!(r.is_ok(), "panic in round {round}");
+    }
 }

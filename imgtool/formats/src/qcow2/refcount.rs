@@ -214,13 +214,18 @@ impl Refcounts {
     /// Finds `n` contiguous free clusters from the free index (without
     /// taking a reference) and moves the free index past them.
     pub fn find_free(&mut self, file: &ImageFile, n: u64) -> Result<u64> {
-        let limit = 1u64 << (56 - self.cluster_bits);
+        // Refcounts far past the end of the file mean corrupt refcount
+        // blocks: give up instead of scanning 2^56 bytes.
+        let eof = file.len()?.div_ceil(self.cluster_size());
+        let limit = (1u64 << (56 - self.cluster_bits)).min(eof + n + (1 << 20));
         let mut start = self.free_index;
         let mut i = start;
         let bb = self.block_bits();
         while i - start < n {
             if i >= limit {
-                return Err(Error::invalid("Image file is too large: no free clusters"));
+                return Err(Error::corrupt(
+                    "No free cluster found: refcounts claim clusters far past the end of the file",
+                ));
             }
             let ti = (i >> bb) as usize;
             if self.block_offset(ti) == 0 {
