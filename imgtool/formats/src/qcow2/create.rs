@@ -12,6 +12,7 @@ use std::path::Path;
 
 use super::cluster::{COPIED, OFFSET_MASK};
 use super::header::{self, Header};
+use super::io::Held;
 use super::refcount::{metadata_clusters, Refcounts};
 use super::{Qcow2, MAX_L1_BYTES};
 use crate::driver::{CreateOpts, FixMode, OpenOpts, OptDesc, OptKind};
@@ -897,39 +898,58 @@ fn downgrade(img: &mut Qcow2) -> Result<()> {
             .collect();
         l1s.push((l1, false));
     }
-    for (l1, active) in l1s {
-        for (l1i, e) in l1.iter().enumerate() {
+    // Every L2 table is rewritten once, in place: the change is the same
+    // for every L1 table sharing it.
+    let mut done = std::collections::BTreeSet::new();
+    for (l1, _) in l1s {
+        for e in l1.iter() {
             let l2off = e & OFFSET_MASK;
-            if l2off == 0 {
+            if l2off == 0 || !done.insert(l2off) {
                 continue;
             }
-            let words = img.l2c.table(&img.file, l2off)?.to_vec();
-            for (ci, &w) in words.iter().enumerate() {
-                if w & super::cluster::COMPRESSED != 0 || w & super::cluster::ZERO == 0 {
+            let mut words = img.l2c.table(&img.file, l2off)?.to_vec();
+            let mut changed = false;
+            for w in words.iter_mut() {
+                if *w & super::cluster::COMPRESSED != 0 || *w & super::cluster::ZERO == 0 {
                     continue;
                 }
-                let host = w & OFFSET_MASK;
-                let new = if active && (has_backing || host != 0) {
-                    // Keep reading zeroes: write a zeroed cluster.
-                    let h = if host != 0 && w & COPIED != 0 {
-                        host
-                    } else {
-                        img.rc.alloc(&img.file, 1)? << cb
-                    };
-                    img.file.write_zeroes(h, cs)?;
-                    h | COPIED
-                } else if !active && has_backing {
-                    return Err(Error::unsupported(
-                        "Cannot downgrade an image with zero clusters in internal snapshots over a backing file",
-                    ));
+                let host = *w & OFFSET_MASK;
+                let paths = img.rc.get(&img.file, l2off >> cb)?.max(1);
+                let shared = host != 0 && img.rc.get(&img.file, host >> cb)? > paths;
+                *w = if host != 0 && !shared {
+                    // A preallocated zero cluster of ours: zero its data.
+                    img.file.write_zeroes(host, cs)?;
+                    host | if paths == 1 { COPIED } else { 0 }
+                } else if host != 0 && !has_backing {
+                    // Shared with a snapshot (qemu-img 10.0.2 zeroes it in
+                    // place, destroying the snapshot's data): drop our
+                    // references instead; unallocated reads as zeroes.
+                    img.pending_release
+                        .extend((0..paths).map(|_| Held::Host(host)));
+                    0
+                } else if has_backing {
+                    // Must keep hiding the backing file: a zeroed cluster
+                    // referenced by every path to this table.
+                    if host != 0 {
+                        img.pending_release
+                            .extend((0..paths).map(|_| Held::Host(host)));
+                    }
+                    let h = img.rc.alloc(&img.file, 1)?;
+                    if paths > 1 {
+                        img.rc.update(&img.file, h, 1, paths as i64 - 1)?;
+                    }
+                    img.file.write_zeroes(h << cb, cs)?;
+                    (h << cb) | if paths == 1 { COPIED } else { 0 }
                 } else {
-                    host | (w & COPIED)
+                    0
                 };
-                let l2 = if active { img.ensure_l2(l1i)? } else { l2off };
-                img.l2c.set(&img.file, l2, ci, &[new])?;
-                if host != 0 && new & OFFSET_MASK != host {
-                    img.rc.update(&img.file, host >> cb, 1, -1)?;
-                }
+                changed = true;
+            }
+            if changed {
+                img.l2c.set(&img.file, l2off, 0, &words)?;
+            }
+            for held in std::mem::take(&mut img.pending_release) {
+                img.release(held)?;
             }
         }
     }

@@ -720,7 +720,8 @@ impl Qcow2 {
             let whole = s == cstart && (t == cstart + cs || t == self.hdr.size);
             // Without unmap a cluster we own keeps its host cluster (also an
             // already preallocated zero cluster).
-            let keep = !may_unmap && e & COMPRESSED == 0 && e & COPIED != 0 && e & OFFSET_MASK != 0;
+            // (QEMU keeps a shared host cluster too, just flagged zero.)
+            let keep = !may_unmap && e & COMPRESSED == 0 && e & OFFSET_MASK != 0;
             if v2 {
                 words.push(0);
                 releases.push(self.held(e));
@@ -728,7 +729,7 @@ impl Qcow2 {
             }
             if !self.extended {
                 if keep {
-                    words.push((e & OFFSET_MASK) | COPIED | ZERO);
+                    words.push((e & OFFSET_MASK) | (e & COPIED) | ZERO);
                 } else {
                     words.push(ZERO);
                     releases.push(self.held(e));
@@ -737,7 +738,7 @@ impl Qcow2 {
             }
             if whole {
                 if keep {
-                    words.push((e & OFFSET_MASK) | COPIED);
+                    words.push((e & OFFSET_MASK) | (e & COPIED));
                 } else {
                     words.push(0);
                     releases.push(self.held(e));
