@@ -1482,6 +1482,15 @@ fn io_layout_matches(
     backing: bool,
     ops: &[GuestOp],
 ) -> std::result::Result<(), String> {
+    io_layout_matches_sized(opts, backing, ops, "4M")
+}
+
+fn io_layout_matches_sized(
+    opts: &str,
+    backing: bool,
+    ops: &[GuestOp],
+    size: &str,
+) -> std::result::Result<(), String> {
     let d = TempDir::new("layout");
     let r = d.path("real.qcow2");
     let m = d.path("mine.qcow2");
@@ -1492,7 +1501,7 @@ fn io_layout_matches(
     if backing {
         args.extend(["-b", "base.raw", "-F", "raw"]);
     }
-    args.extend([rs.as_str(), "4M"]);
+    args.extend([rs.as_str(), size]);
     assert_eq!(qemu_img(&args).0, 0);
     std::fs::copy(&r, &m).expect("copy");
     // QEMU compresses multi-cluster writes in parallel (allocation order
@@ -1642,7 +1651,23 @@ fn write_layout_matches_qemu_io() {
             }
         }
     }
+    // A disk whose size is not a multiple of the cluster size.
+    let odd = vec![
+        Write(1_000_000, 24_512, 1),
+        Write(900_000, 10, 2),
+        Zero(1_020_000, 4_512, false),
+        Write(1_024_000, 512, 3),
+    ];
     let mut errs = Vec::new();
+    for (opts, backing) in [
+        ("cluster_size=64k", false),
+        ("extended_l2=on", true),
+        ("compat=0.10", true),
+    ] {
+        if let Err(e) = io_layout_matches_sized(opts, backing, &odd, "1024512") {
+            errs.push(format!("odd size: {e}"));
+        }
+    }
     for (opts, backing) in [
         ("cluster_size=64k", false),
         ("cluster_size=64k", true),

@@ -576,7 +576,9 @@ impl Qcow2 {
             if head > 0 {
                 self.read_at(fill_start, &mut buf[..head])?;
             }
-            let tail_end = fill_end.min(self.hdr.size);
+            // Past the disk end the tail still comes from the backing file
+            // (QEMU copies whole clusters).
+            let tail_end = fill_end;
             if we1 < tail_end {
                 let t = (tail_end - fill_start) as usize;
                 self.read_at(we1, &mut buf[tail..t])?;
