@@ -150,6 +150,13 @@ fn create_is_byte_identical() {
         ("0", ""),
         ("1G", "cluster_size=512"),
         ("100G", "cluster_size=512"),
+        ("10G", "cluster_size=512,refcount_bits=64"),
+        ("30G", "cluster_size=512,refcount_bits=32"),
+        ("300M", "cluster_size=512,preallocation=metadata"),
+        (
+            "50M",
+            "cluster_size=512,preallocation=full,refcount_bits=64",
+        ),
         ("2T", "cluster_size=4k"),
         ("1G", "compat=0.10"),
         (

@@ -420,11 +420,15 @@ impl Refcounts {
         if table_clusters * cs > MAX_REFTABLE_BYTES {
             return Err(Error::invalid("Refcount table too large"));
         }
-        // Blocks describing the area itself (blocks + table).
+        // Blocks describing the area itself (blocks + table): QEMU creates
+        // every block an exactly sized structure for the area start would
+        // need past the ones in use (observed with 512-byte clusters).
         let mut area_blocks = 1u64;
         while (area_blocks + table_clusters).div_ceil(per_block) > area_blocks {
             area_blocks += 1;
         }
+        let (_, exact_blocks) = metadata_clusters(area_start, self.cluster_bits, self.order, false);
+        area_blocks = area_blocks.max(exact_blocks.saturating_sub(blocks_used));
         let entries = (table_clusters * cs / 8) as usize;
         let first_area_ti = blocks_used as usize;
         if first_area_ti + area_blocks as usize > entries || ti >= entries {
