@@ -944,6 +944,31 @@ fn check_matches_real_qemu_img() {
         ("v2", "compat=0.10", vec!["write -P 1 0 100k"], vec![]),
         ("rb1", "refcount_bits=1", vec!["write -P 1 0 100k"], vec![]),
         ("snap", "", vec!["write -P 1 0 100k"], vec![]),
+        // Snapshot images with damaged refcounts (cluster 5 is shared).
+        (
+            "snap low",
+            "",
+            vec!["write -P 1 0 100k"],
+            vec![(0x20000 + 10, vec![0, 1])],
+        ),
+        (
+            "snap leak",
+            "",
+            vec!["write -P 1 0 100k"],
+            vec![(0x20000 + 12, vec![0, 3])],
+        ),
+        (
+            "compressed low",
+            "",
+            vec!["write -c -P 1 0 64k", "write -c -P 2 64k 64k"],
+            vec![(0x20000 + 10, vec![0, 1])],
+        ),
+        (
+            "ext leak",
+            "extended_l2=on",
+            vec!["write -P 1 0 3k"],
+            vec![(0x20000 + 6, vec![0, 2])],
+        ),
     ];
     let mut failures = Vec::new();
     for (name, opts, cmds, patches) in cases {
@@ -956,7 +981,7 @@ fn check_matches_real_qemu_img() {
         args.extend([ps.as_str(), "4M"]);
         assert_eq!(qemu_img(&args).0, 0);
         qemu_io(&p, &cmds);
-        if name == "snap" {
+        if name.starts_with("snap") {
             assert_eq!(qemu_img(&["snapshot", "-c", "s1", &ps]).0, 0);
             qemu_io(&p, &["write -P 9 0 64k"]);
         }
