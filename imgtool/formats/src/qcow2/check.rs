@@ -116,6 +116,12 @@ fn walk(img: &mut Qcow2) -> Result<Walk> {
         w.inc(s.l1_offset, s.l1_size as u64 * 8, 1);
         *seen_l1.entry((s.l1_offset, s.l1_size)).or_insert(0) += 1;
     }
+    let total_l1: u64 = seen_l1.keys().map(|(_, size)| *size as u64 * 8).sum();
+    if total_l1 > 1 << 30 {
+        return Err(Error::unsupported(format!(
+            "Snapshot L1 tables too large to check ({total_l1} bytes)"
+        )));
+    }
     let mut snap_l1_mult: Vec<u32> = Vec::new();
     for ((off, size), n) in &seen_l1 {
         if off.saturating_add(*size as u64 * 8) > file_len {
@@ -212,7 +218,14 @@ fn walk(img: &mut Qcow2) -> Result<Walk> {
         w.refcount_meta.push((img.rc.table_offset >> cb) + c);
     }
     for i in 0..img.rc.table.len() {
-        let b = img.rc.table[i] & !511;
+        if img.rc.table[i] & 511 != 0 {
+            w.messages.push(format!(
+                "ERROR refcount table entry {i} has reserved bits set"
+            ));
+            w.corruptions += 1;
+            continue;
+        }
+        let b = img.rc.table[i];
         if b == 0 {
             continue;
         }
@@ -232,6 +245,11 @@ fn walk(img: &mut Qcow2) -> Result<Walk> {
 
 /// References of persistent bitmaps: directory, tables, data clusters.
 fn walk_bitmaps(img: &mut Qcow2, w: &mut Walk) -> Result<()> {
+    // QEMU only trusts the bitmaps of version 3 images whose autoclear
+    // bit says they are consistent; otherwise their clusters are leaks.
+    if img.hdr.version < 3 || img.hdr.autoclear & super::header::AUTOCLEAR_BITMAPS == 0 {
+        return Ok(());
+    }
     let Some(ext) = img.hdr.bitmaps_ext.clone() else {
         return Ok(());
     };
@@ -395,10 +413,14 @@ fn check_copied(img: &mut Qcow2, fix: bool, msgs: &mut Vec<String>) -> Result<(u
     for l1i in 0..img.l1.len() {
         let e = img.l1[l1i];
         let off = e & OFFSET_MASK;
-        if off == 0 || off & (cs - 1) != 0 || off >= file_len {
+        if off == 0 || off & (cs - 1) != 0 {
             continue;
         }
-        let r = img.rc.get(&img.file, off >> cb)?;
+        let r = if off >= file_len {
+            0
+        } else {
+            img.rc.get(&img.file, off >> cb)?
+        };
         if (r == 1) != (e & COPIED != 0) {
             if fix {
                 msgs.push(format!(
@@ -413,6 +435,9 @@ fn check_copied(img: &mut Qcow2, fix: bool, msgs: &mut Vec<String>) -> Result<(u
                 ));
                 bad += 1;
             }
+        }
+        if off >= file_len {
+            continue;
         }
         let mut words = read_u64s(img, off, (cs / 8) as usize)?;
         let mut changed = false;
@@ -467,12 +492,19 @@ fn rebuild(img: &mut Qcow2, w: &Walk) -> Result<()> {
             *x = x.saturating_sub(1);
         }
     }
-    write_structure(img, counts, img.hdr.refcount_order)
+    write_structure(img, counts, img.hdr.refcount_order, false)
 }
 
 /// Lays out a complete refcount structure for `counts` (one entry per
 /// cluster) past every used cluster, then points the header at it.
-pub(super) fn write_structure(img: &mut Qcow2, mut counts: Vec<u64>, order: u32) -> Result<()> {
+/// With `mark_in_old`, the new clusters are first counted in the old
+/// (trusted) structure, as QEMU's allocator would.
+pub(super) fn write_structure(
+    img: &mut Qcow2,
+    mut counts: Vec<u64>,
+    order: u32,
+    mark_in_old: bool,
+) -> Result<()> {
     let cb = img.cluster_bits;
     let cs = img.cluster_size();
     let file_clusters = img.file.len()?.div_ceil(cs);
@@ -484,6 +516,12 @@ pub(super) fn write_structure(img: &mut Qcow2, mut counts: Vec<u64>, order: u32)
     counts.resize((start + area) as usize, 0);
     for c in start..start + area {
         counts[c as usize] = 1;
+    }
+    let bb = img.rc.block_bits();
+    let covered = (start >> bb..=(start + area - 1) >> bb)
+        .all(|ti| usize::try_from(ti).is_ok_and(|ti| img.rc.block_offset(ti) != 0));
+    if mark_in_old && covered {
+        img.rc.update(&img.file, start, area, 1)?;
     }
     let max = if order == 6 {
         u64::MAX

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use super::cluster::{COPIED, OFFSET_MASK};
 use super::header::{self, Header};
+use super::io::Held;
 use super::refcount::{metadata_clusters, Refcounts};
 use super::{Qcow2, MAX_L1_BYTES};
 use crate::driver::{CreateOpts, FixMode, OpenOpts, OptDesc, OptKind};
@@ -167,6 +168,12 @@ fn parse_refcount_bits(opts: &CreateOpts) -> Result<Option<u32>> {
 /// Parses and validates creation options in QEMU's order of checks.
 pub fn parse_params(opts: &CreateOpts) -> Result<Params> {
     if opts.get("encryption").is_some_and(|v| v != "off") || opts.get("encrypt.format").is_some() {
+        if opts.get("encrypt.key-secret").is_none() {
+            // The real qemu-img's first complaint.
+            return Err(Error::invalid(
+                "Parameter 'encrypt.key-secret' is required for cipher",
+            ));
+        }
         return Err(Error::unsupported(
             "Encrypted qcow2 images are not supported by this qemu-img",
         ));
@@ -557,7 +564,13 @@ pub fn measure(
     let full = meta + data_clusters * cs;
     let mut bitmaps = None;
     let required = match (source, p.prealloc) {
-        (_, Prealloc::Falloc | Prealloc::Full) => full,
+        (Some(src), Prealloc::Falloc | Prealloc::Full) => {
+            if src.format_name() == "qcow2" {
+                bitmaps = Some(bitmaps_size(src, cs));
+            }
+            full
+        }
+        (None, Prealloc::Falloc | Prealloc::Full) => full,
         (None, _) => meta,
         (Some(src), _) => {
             // Only a version 3 qcow2 source can carry persistent bitmaps;
@@ -891,39 +904,58 @@ fn downgrade(img: &mut Qcow2) -> Result<()> {
             .collect();
         l1s.push((l1, false));
     }
-    for (l1, active) in l1s {
-        for (l1i, e) in l1.iter().enumerate() {
+    // Every L2 table is rewritten once, in place: the change is the same
+    // for every L1 table sharing it.
+    let mut done = std::collections::BTreeSet::new();
+    for (l1, _) in l1s {
+        for e in l1.iter() {
             let l2off = e & OFFSET_MASK;
-            if l2off == 0 {
+            if l2off == 0 || !done.insert(l2off) {
                 continue;
             }
-            let words = img.l2c.table(&img.file, l2off)?.to_vec();
-            for (ci, &w) in words.iter().enumerate() {
-                if w & super::cluster::COMPRESSED != 0 || w & super::cluster::ZERO == 0 {
+            let mut words = img.l2c.table(&img.file, l2off)?.to_vec();
+            let mut changed = false;
+            for w in words.iter_mut() {
+                if *w & super::cluster::COMPRESSED != 0 || *w & super::cluster::ZERO == 0 {
                     continue;
                 }
-                let host = w & OFFSET_MASK;
-                let new = if active && (has_backing || host != 0) {
-                    // Keep reading zeroes: write a zeroed cluster.
-                    let h = if host != 0 && w & COPIED != 0 {
-                        host
-                    } else {
-                        img.rc.alloc(&img.file, 1)? << cb
-                    };
-                    img.file.write_zeroes(h, cs)?;
-                    h | COPIED
-                } else if !active && has_backing {
-                    return Err(Error::unsupported(
-                        "Cannot downgrade an image with zero clusters in internal snapshots over a backing file",
-                    ));
+                let host = *w & OFFSET_MASK;
+                let paths = img.rc.get(&img.file, l2off >> cb)?.max(1);
+                let shared = host != 0 && img.rc.get(&img.file, host >> cb)? > paths;
+                *w = if host != 0 && !shared {
+                    // A preallocated zero cluster of ours: zero its data.
+                    img.file.write_zeroes(host, cs)?;
+                    host | if paths == 1 { COPIED } else { 0 }
+                } else if host != 0 && !has_backing {
+                    // Shared with a snapshot (qemu-img 10.0.2 zeroes it in
+                    // place, destroying the snapshot's data): drop our
+                    // references instead; unallocated reads as zeroes.
+                    img.pending_release
+                        .extend((0..paths).map(|_| Held::Host(host)));
+                    0
+                } else if has_backing {
+                    // Must keep hiding the backing file: a zeroed cluster
+                    // referenced by every path to this table.
+                    if host != 0 {
+                        img.pending_release
+                            .extend((0..paths).map(|_| Held::Host(host)));
+                    }
+                    let h = img.rc.alloc(&img.file, 1)?;
+                    if paths > 1 {
+                        img.rc.update(&img.file, h, 1, paths as i64 - 1)?;
+                    }
+                    img.file.write_zeroes(h << cb, cs)?;
+                    (h << cb) | if paths == 1 { COPIED } else { 0 }
                 } else {
-                    host | (w & COPIED)
+                    0
                 };
-                let l2 = if active { img.ensure_l2(l1i)? } else { l2off };
-                img.l2c.set(&img.file, l2, ci, &[new])?;
-                if host != 0 && new & OFFSET_MASK != host {
-                    img.rc.update(&img.file, host >> cb, 1, -1)?;
-                }
+                changed = true;
+            }
+            if changed {
+                img.l2c.set(&img.file, l2off, 0, &words)?;
+            }
+            for held in std::mem::take(&mut img.pending_release) {
+                img.release(held)?;
             }
         }
     }
@@ -935,7 +967,8 @@ fn downgrade(img: &mut Qcow2) -> Result<()> {
     img.hdr.compression_type = 0;
     img.hdr.tail.clear();
     img.hdr.feature_names.clear();
-    img.hdr.bitmaps_ext = None;
+    // Bitmaps stay recorded (QEMU keeps the extension; version 2 readers
+    // then treat the bitmaps as inconsistent).
     img.write_header()
 }
 
@@ -971,7 +1004,7 @@ fn change_refcount_order(img: &mut Qcow2, order: u32) -> Result<()> {
             counts[(b >> cb) as usize] = 0;
         }
     }
-    super::check::write_structure(img, counts, order)
+    super::check::write_structure(img, counts, order, true)
 }
 
 #[cfg(test)]

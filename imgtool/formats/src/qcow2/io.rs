@@ -70,6 +70,39 @@ impl Qcow2 {
         }
     }
 
+    /// Drops a reference like [`Qcow2::release`] and, as QEMU passes
+    /// discards down, punches host clusters that became free.
+    pub(super) fn release_discard(&mut self, held: Held) -> Result<()> {
+        self.release(held)?;
+        let cb = self.cluster_bits;
+        let (first, n) = match held {
+            Held::Nothing => return Ok(()),
+            Held::Host(h) => (h >> cb, 1),
+            Held::Compressed(d) => d.clusters(cb),
+        };
+        for c in first..first + n {
+            if self.rc.get(&self.file, c)? == 0 {
+                self.file.punch_hole(c << cb, 1 << cb)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// True if guest bytes `[offset, offset+len)` read as zeroes according
+    /// to block status through the whole chain (not by reading data).
+    fn reads_as_zero(&mut self, offset: u64, len: u64) -> Result<bool> {
+        let end = (offset + len).min(self.hdr.size);
+        let mut pos = offset;
+        while pos < end {
+            let (n, data) = crate::chain_status(self, pos, end - pos)?;
+            if data {
+                return Ok(false);
+            }
+            pos += n;
+        }
+        Ok(true)
+    }
+
     /// Maps `offset` and returns the mapping (adjusted to `offset`) and how
     /// many bytes from there map the same way (contiguously for data).
     pub(super) fn map(&mut self, offset: u64, max_len: u64) -> Result<(Mapping, u64)> {
@@ -290,12 +323,21 @@ impl Qcow2 {
         let span = self.span_bits();
         let end = offset + buf.len() as u64;
         let mut pos = offset;
+        // Host end of the previous cluster of this request (across L2
+        // tables): new clusters go right after it when free there, as QEMU
+        // places them.
+        let mut prev_end: Option<u64> = None;
         while pos < end {
             let l1i = (pos >> span) as usize;
             let chunk_end = end.min(((l1i as u64) + 1) << span);
             let data = &buf[(pos - offset) as usize..(chunk_end - offset) as usize];
-            self.write_in_table(l1i, pos, data)?;
+            self.write_in_table(l1i, pos, data, &mut prev_end)?;
             pos = chunk_end;
+        }
+        // Old clusters are freed once the whole request is mapped (as
+        // QEMU does), so they are not reused within the same request.
+        for held in std::mem::take(&mut self.pending_release) {
+            self.release(held)?;
         }
         Ok(())
     }
@@ -322,7 +364,13 @@ impl Qcow2 {
         bits << a
     }
 
-    fn write_in_table(&mut self, l1i: usize, start: u64, data: &[u8]) -> Result<()> {
+    fn write_in_table(
+        &mut self,
+        l1i: usize,
+        start: u64,
+        data: &[u8],
+        prev_end: &mut Option<u64>,
+    ) -> Result<()> {
         let l2off = self.ensure_l2(l1i)?;
         let cb = self.cluster_bits;
         let cs = self.cluster_size();
@@ -334,6 +382,22 @@ impl Qcow2 {
             let cstart = c << cb;
             let ci = (c & mask) as usize;
             let (e, bm) = self.entry_at(l2off, ci)?;
+            if self.zero_alloc(e) {
+                // A preallocated zero cluster is reused like QEMU does: the
+                // rest of the cluster is written as zeroes.
+                let host = e & OFFSET_MASK;
+                let ws = start.max(cstart);
+                let we = end.min(cstart + cs);
+                let mut buf = vec![0u8; cs as usize];
+                buf[(ws - cstart) as usize..(we - cstart) as usize]
+                    .copy_from_slice(&data[(ws - start) as usize..(we - start) as usize]);
+                self.check_overlap(host, cs)?;
+                self.file.write_at(&buf, host)?;
+                self.l2c.set(&self.file, l2off, ci, &[host | COPIED])?;
+                *prev_end = Some(host + cs);
+                c += 1;
+                continue;
+            }
             if self.in_place(e) {
                 let ws = start.max(cstart);
                 let we = end.min(cstart + cs);
@@ -343,6 +407,7 @@ impl Qcow2 {
                         self.write_subclusters_in_place(
                             l2off, ci, cstart, e, bm, ws, we, start, data,
                         )?;
+                        *prev_end = Some((e & OFFSET_MASK) + cs);
                         c += 1;
                         continue;
                     }
@@ -369,7 +434,9 @@ impl Qcow2 {
                 }
                 let we = end.min((k + 1) << cb);
                 let src = &data[(ws - start) as usize..(we - start) as usize];
+                self.check_overlap(host0 + (ws - cstart), src.len() as u64)?;
                 self.file.write_at(src, host0 + (ws - cstart))?;
+                *prev_end = Some(host0 + ((k + 1 - c) << cb));
                 c = k + 1;
                 continue;
             }
@@ -377,12 +444,30 @@ impl Qcow2 {
             let mut k = c;
             while k < last_c {
                 let (ne, _) = self.entry_at(l2off, ((k + 1) & mask) as usize)?;
-                if self.in_place(ne) {
+                if self.in_place(ne) || self.zero_alloc(ne) {
                     break;
                 }
                 k += 1;
             }
-            self.alloc_write_run(l2off, c, k, start, data)?;
+            let n = k - c + 1;
+            let at = match *prev_end {
+                Some(h) => match self.free_run_at(h >> cb, n)? {
+                    Some(m) => match self.rc.alloc_at(&self.file, h >> cb, m)? {
+                        0 => None,
+                        m => Some((h, m)),
+                    },
+                    None => None,
+                },
+                None => None,
+            };
+            if let Some((h, m)) = at {
+                self.alloc_write_run(l2off, c, c + m - 1, start, data, Some(h))?;
+                *prev_end = Some(h + (m << cb));
+                c += m;
+                continue;
+            }
+            let host = self.alloc_write_run(l2off, c, k, start, data, None)?;
+            *prev_end = Some(host + (n << cb));
             c = k + 1;
         }
         Ok(())
@@ -413,6 +498,7 @@ impl Qcow2 {
         self.read_at(we, &mut buf[tail_at..])?;
         buf[(ws - fs) as usize..tail_at]
             .copy_from_slice(&data[(ws - start) as usize..(we - start) as usize]);
+        self.check_overlap((e & OFFSET_MASK) + (fs - cstart), buf.len() as u64)?;
         self.file
             .write_at(&buf, (e & OFFSET_MASK) + (fs - cstart))?;
         let bits = self.sc_bits(cstart, fs, fe);
@@ -420,43 +506,28 @@ impl Qcow2 {
         self.l2c.set(&self.file, l2off, 2 * ci + 1, &[nbm])
     }
 
-    /// Copy-on-write half of `alloc_write_run`: builds the new clusters from
-    /// the old contents around `[ws0, we1)` plus `data`, allocates and writes
-    /// them; returns the host offset of the first one.
-    #[allow(clippy::too_many_arguments)]
-    fn cow_fill_and_write(
-        &mut self,
-        n: u64,
-        first_start: u64,
-        fill_start: u64,
-        fill_end: u64,
-        ws0: u64,
-        we1: u64,
-        start: u64,
-        data: &[u8],
-    ) -> Result<u64> {
-        let head = (ws0 - fill_start) as usize;
-        let tail = (we1 - fill_start) as usize;
-        let mut buf = vec![0u8; (fill_end - fill_start) as usize];
-        if head > 0 {
-            self.read_at(fill_start, &mut buf[..head])?;
+    /// A standard-L2 preallocated zero cluster we own (reused on write).
+    fn zero_alloc(&self, e: u64) -> bool {
+        !self.extended
+            && e & ZERO != 0
+            && e & COPIED != 0
+            && e & COMPRESSED == 0
+            && e & OFFSET_MASK != 0
+    }
+
+    /// How many (1..=n) free clusters start exactly at cluster `first`.
+    fn free_run_at(&mut self, first: u64, n: u64) -> Result<Option<u64>> {
+        let mut m = 0;
+        while m < n && self.rc.get(&self.file, first + m)? == 0 {
+            m += 1;
         }
-        if tail < buf.len() {
-            let tail_end = fill_end.min(self.hdr.size);
-            if we1 < tail_end {
-                let t = (tail_end - fill_start) as usize;
-                self.read_at(we1, &mut buf[tail..t])?;
-            }
-        }
-        buf[head..tail].copy_from_slice(&data[(ws0 - start) as usize..(we1 - start) as usize]);
-        let host = self.alloc_data(n)?;
-        self.file
-            .write_at(&buf, host + (fill_start - first_start))?;
-        Ok(host)
+        Ok((m > 0).then_some(m))
     }
 
     /// Allocates clusters `c0..=c1` (one L2 table) and writes `data`
-    /// (which starts at guest `start`) into them with copy-on-write.
+    /// (which starts at guest `start`) into them with copy-on-write. With
+    /// `at`, the host clusters there (already refcounted) are used. Returns the
+    /// host offset of the first cluster.
     fn alloc_write_run(
         &mut self,
         l2off: u64,
@@ -464,7 +535,8 @@ impl Qcow2 {
         c1: u64,
         start: u64,
         data: &[u8],
-    ) -> Result<()> {
+        at: Option<u64>,
+    ) -> Result<u64> {
         let cb = self.cluster_bits;
         let cs = self.cluster_size();
         let ub = self.unit_bits();
@@ -495,17 +567,37 @@ impl Qcow2 {
         let fill_end = fill_end.min(self.hdr.size.div_ceil(1 << ub) << ub).max(we1);
         let head = (ws0 - fill_start) as usize;
         let tail = (we1 - fill_start) as usize;
-        let host = if head == 0 && tail == (fill_end - fill_start) as usize {
-            // Whole clusters: write straight from the caller's buffer.
-            let host = self.alloc_data(n)?;
-            self.file.write_at(
-                &data[(ws0 - start) as usize..(we1 - start) as usize],
-                host + (fill_start - first_start),
-            )?;
-            host
+        let src = &data[(ws0 - start) as usize..(we1 - start) as usize];
+        // Whole clusters are written straight from the caller's buffer.
+        let buf = if fill_start == ws0 && fill_end == we1 {
+            None
         } else {
-            self.cow_fill_and_write(n, first_start, fill_start, fill_end, ws0, we1, start, data)?
+            let mut buf = vec![0u8; (fill_end - fill_start) as usize];
+            if head > 0 {
+                self.read_at(fill_start, &mut buf[..head])?;
+            }
+            // Past the disk end the tail still comes from the backing file
+            // (QEMU copies whole clusters).
+            let tail_end = fill_end;
+            if we1 < tail_end {
+                let t = (tail_end - fill_start) as usize;
+                self.read_at(we1, &mut buf[tail..t])?;
+            }
+            buf[head..tail].copy_from_slice(src);
+            Some(buf)
         };
+        let host = match at {
+            Some(h) => {
+                // Already taken by `Refcounts::alloc_at`.
+                self.check_overlap(h, n << cb)?;
+                h
+            }
+            None => self.alloc_data(n)?,
+        };
+        self.file.write_at(
+            buf.as_deref().unwrap_or(src),
+            host + (fill_start - first_start),
+        )?;
 
         let mut words = Vec::with_capacity(n as usize * self.entry_words());
         for (i, (e, bm)) in olds.iter().enumerate() {
@@ -534,9 +626,9 @@ impl Qcow2 {
         self.l2c.set(&self.file, l2off, first_word, &words)?;
         for (e, _) in olds {
             let held = self.held(e);
-            self.release(held)?;
+            self.pending_release.push(held);
         }
-        Ok(())
+        Ok(host)
     }
 
     /// Writes zeroes over `[offset, offset+len)` as plain data.
@@ -558,11 +650,27 @@ impl Qcow2 {
             return Ok(());
         }
         let has_backing = self.backing.is_some() || self.hdr.backing_file.is_some();
-        if self.hdr.version < 3 && (has_backing || !may_unmap) {
+        // Version 2 has no zero flag: without a backing file unallocated
+        // clusters read as zeroes (QEMU deallocates even without unmap).
+        if self.hdr.version < 3 && has_backing {
             return self.write_zero_data(offset, len);
         }
         let ub = self.unit_bits();
-        let end = offset + len;
+        let mut offset = offset;
+        let mut end = offset + len;
+        if self.hdr.version >= 3 || !has_backing {
+            // Like QEMU, widen to whole units when the rest of the unit
+            // already reads as zeroes, so no data needs writing.
+            let head = offset >> ub << ub;
+            if head < offset && self.reads_as_zero(head, offset - head)? {
+                offset = head;
+            }
+            let tail = (end.div_ceil(1 << ub) << ub).min(self.hdr.size);
+            if tail > end && self.reads_as_zero(end, tail - end)? {
+                end = tail;
+            }
+        }
+        let len = end - offset;
         let a = offset.div_ceil(1 << ub) << ub;
         // The disk end counts as aligned.
         let b = if end == self.hdr.size {
@@ -576,9 +684,7 @@ impl Qcow2 {
         if offset < a {
             self.write_zero_data(offset, a - offset)?;
         }
-        if b < end {
-            self.write_zero_data(b, end - b)?;
-        }
+        // Head, body, tail in order, as QEMU allocates them.
         let span = self.span_bits();
         let mut pos = a;
         while pos < b {
@@ -586,6 +692,9 @@ impl Qcow2 {
             let chunk_end = b.min(((l1i as u64) + 1) << span);
             self.zero_in_table(l1i, pos, chunk_end, may_unmap)?;
             pos = chunk_end;
+        }
+        if b < end {
+            self.write_zero_data(b, end - b)?;
         }
         Ok(())
     }
@@ -611,7 +720,10 @@ impl Qcow2 {
             let s = start.max(cstart);
             let t = end.min(cstart + cs);
             let whole = s == cstart && (t == cstart + cs || t == self.hdr.size);
-            let keep = !may_unmap && self.in_place(e);
+            // Without unmap a cluster we own keeps its host cluster (also an
+            // already preallocated zero cluster).
+            // (QEMU keeps a shared host cluster too, just flagged zero.)
+            let keep = !may_unmap && e & COMPRESSED == 0 && e & OFFSET_MASK != 0;
             if v2 {
                 words.push(0);
                 releases.push(self.held(e));
@@ -619,7 +731,7 @@ impl Qcow2 {
             }
             if !self.extended {
                 if keep {
-                    words.push((e & OFFSET_MASK) | COPIED | ZERO);
+                    words.push((e & OFFSET_MASK) | (e & COPIED) | ZERO);
                 } else {
                     words.push(ZERO);
                     releases.push(self.held(e));
@@ -628,7 +740,7 @@ impl Qcow2 {
             }
             if whole {
                 if keep {
-                    words.push((e & OFFSET_MASK) | COPIED);
+                    words.push((e & OFFSET_MASK) | (e & COPIED));
                 } else {
                     words.push(0);
                     releases.push(self.held(e));
@@ -647,7 +759,7 @@ impl Qcow2 {
         let first_word = (c0 & mask) as usize * self.entry_words();
         self.l2c.set(&self.file, l2off, first_word, &words)?;
         for h in releases {
-            self.release(h)?;
+            self.release_discard(h)?;
         }
         for (s, t) in compressed_partial {
             self.write_zero_data(s, t - s)?;
@@ -655,8 +767,8 @@ impl Qcow2 {
         Ok(())
     }
 
-    /// `discard`: whole clusters fall back to the backing file (or read as
-    /// zeroes without one, as QEMU does on version 3).
+    /// `discard`: whole clusters become zero clusters (version 3) or
+    /// unallocated (version 2), as QEMU does.
     pub(super) fn discard_range(&mut self, offset: u64, len: u64) -> Result<()> {
         self.decompressed = None;
         let cb = self.cluster_bits;
@@ -670,23 +782,40 @@ impl Qcow2 {
         if a >= b {
             return Ok(());
         }
+        // QEMU turns discarded clusters into zero clusters on version 3,
+        // with or without a backing file.
+        let zero = self.hdr.version >= 3;
         let has_backing = self.backing.is_some() || self.hdr.backing_file.is_some();
-        let zero = self.hdr.version >= 3 && !has_backing;
+        if !zero && has_backing {
+            // Version 2 cannot hide backing data: QEMU ignores the discard.
+            return Ok(());
+        }
         let span = self.span_bits();
         let mask = (1u64 << self.l2_bits) - 1;
         let mut pos = a;
         while pos < b {
             let l1i = (pos >> span) as usize;
             let chunk_end = b.min(((l1i as u64) + 1) << span);
-            if self.l1_entry_offset(l1i) != 0 {
+            // QEMU allocates the L2 table even when nothing is mapped.
+            {
                 let l2off = self.ensure_l2(l1i)?;
                 let c0 = pos >> cb;
                 let c1 = (chunk_end - 1) >> cb;
                 let mut words = Vec::new();
                 let mut releases = Vec::new();
                 for c in c0..=c1 {
-                    let (e, _) = self.entry_at(l2off, (c & mask) as usize)?;
+                    let (e, bm) = self.entry_at(l2off, (c & mask) as usize)?;
                     releases.push(self.held(e));
+                    // A cluster without a host cluster and without a
+                    // backing file already reads as zeroes where it is not
+                    // zero-flagged: QEMU leaves its entry alone.
+                    if zero && !has_backing && e & (COMPRESSED | OFFSET_MASK) == 0 {
+                        words.push(e);
+                        if self.extended {
+                            words.push(bm);
+                        }
+                        continue;
+                    }
                     if self.extended {
                         words.push(0);
                         words.push(if zero { ALL_ZERO_BITS } else { 0 });
@@ -697,12 +826,7 @@ impl Qcow2 {
                 let first_word = (c0 & mask) as usize * self.entry_words();
                 self.l2c.set(&self.file, l2off, first_word, &words)?;
                 for h in releases {
-                    self.release(h)?;
-                    if let Held::Host(host) = h {
-                        if self.rc.get(&self.file, host >> cb)? == 0 {
-                            self.file.punch_hole(host, 1 << cb)?;
-                        }
-                    }
+                    self.release_discard(h)?;
                 }
             }
             pos = chunk_end;

@@ -81,6 +81,8 @@ pub struct Qcow2 {
     decompressed: Option<(u64, Vec<u8>)>,
     /// Header bits that must be cleared before the first change were.
     prepared_for_write: bool,
+    /// References the current write request dropped, released at its end.
+    pending_release: Vec<io::Held>,
 }
 
 impl Qcow2 {
@@ -202,7 +204,7 @@ impl Qcow2 {
                 *e = u64::from_be_bytes(c.try_into().expect("chunks_exact(8) yields 8 bytes"));
             }
         }
-        if hdr.nb_snapshots > 0 && hdr.snapshots_offset & (cs - 1) != 0 {
+        if hdr.snapshots_offset & (cs - 1) != 0 {
             return Err(Error::corrupt("Snapshot table offset invalid"));
         }
         let snapshots = snapshot::read_table(&file, hdr.snapshots_offset, hdr.nb_snapshots, cb)?;
@@ -227,6 +229,7 @@ impl Qcow2 {
             free_byte_offset: 0,
             decompressed: None,
             prepared_for_write: false,
+            pending_release: Vec::new(),
             hdr,
         };
         if opts.writable && img.hdr.incompatible & header::INCOMPAT_DIRTY != 0 {
@@ -252,11 +255,10 @@ impl Qcow2 {
         self.hdr.refcount_table_clusters = self.rc.table_clusters;
         self.hdr.refcount_order = self.rc.order;
         self.hdr.l1_size = self.l1.len() as u32;
-        let bytes = self.hdr.serialize()?;
-        let mut buf = bytes;
-        // Zero the rest of the header area so stale extensions vanish.
-        let want = buf.len().max(self.hdr.header_length as usize + 8);
-        buf.resize(want.min(self.cluster_size() as usize), 0);
+        let mut buf = self.hdr.serialize()?;
+        // The rest of cluster 0 is zeroed: stale extensions and fields of
+        // a longer previous header must not survive.
+        buf.resize(self.cluster_size() as usize, 0);
         self.file.write_at(&buf, 0)?;
         Ok(())
     }
@@ -271,9 +273,18 @@ impl Qcow2 {
             return Err(Error::ReadOnly);
         }
         self.prepared_for_write = true;
-        if self.hdr.version >= 3 && self.hdr.autoclear != 0 {
-            self.hdr.autoclear = 0;
-            self.file.write_at(&0u64.to_be_bytes(), 88)?;
+        // Persistent bitmaps stay valid, but the enabled ("auto") ones
+        // will not see our writes: mark them in use (inconsistent), as the
+        // spec requires of software that does not sync them.
+        let keep =
+            if self.hdr.autoclear & header::AUTOCLEAR_BITMAPS != 0 && self.mark_bitmaps_in_use()? {
+                header::AUTOCLEAR_BITMAPS
+            } else {
+                0
+            };
+        if self.hdr.version >= 3 && self.hdr.autoclear & !keep != 0 {
+            self.hdr.autoclear &= keep;
+            self.file.write_at(&self.hdr.autoclear.to_be_bytes(), 88)?;
         }
         Ok(())
     }
@@ -481,6 +492,9 @@ impl BlockDriver for Qcow2 {
 impl Qcow2 {
     /// The "bitmaps" list for `info`, from the bitmap directory.
     fn bitmaps_info(&self) -> Option<Value> {
+        if self.hdr.autoclear & header::AUTOCLEAR_BITMAPS == 0 {
+            return None;
+        }
         let ext = self.hdr.bitmaps_ext.as_ref()?;
         if ext.len() < 24 {
             return None;
@@ -520,6 +534,46 @@ impl Qcow2 {
             p = (ns + name_len).div_ceil(8) * 8;
         }
         Some(Value::Array(list))
+    }
+
+    /// Sets the in-use flag of every enabled bitmap in the bitmap
+    /// directory. Returns false if the directory cannot be handled (then
+    /// the bitmaps are dropped by clearing the autoclear bit instead).
+    fn mark_bitmaps_in_use(&mut self) -> Result<bool> {
+        let Some(ext) = self.hdr.bitmaps_ext.as_ref() else {
+            return Ok(false);
+        };
+        if ext.len() < 24 {
+            return Ok(false);
+        }
+        let nb = u32::from_be_bytes([ext[0], ext[1], ext[2], ext[3]]);
+        let size = u64::from_be_bytes(ext[8..16].try_into().expect("8-byte slice"));
+        let off = u64::from_be_bytes(ext[16..24].try_into().expect("8-byte slice"));
+        if size > 64 << 20 || off.saturating_add(size) > self.file.len()? {
+            return Ok(false);
+        }
+        let mut dir = vec![0u8; size as usize];
+        self.file.read_at(&mut dir, off)?;
+        let mut p = 0usize;
+        let mut changed = false;
+        for _ in 0..nb {
+            if p + 24 > dir.len() {
+                return Ok(false);
+            }
+            let flags = u32::from_be_bytes(dir[p + 12..p + 16].try_into().expect("4-byte slice"));
+            if flags & 2 != 0 && flags & 1 == 0 {
+                dir[p + 12..p + 16].copy_from_slice(&(flags | 1).to_be_bytes());
+                changed = true;
+            }
+            let name_len = u16::from_be_bytes([dir[p + 18], dir[p + 19]]) as usize;
+            let extra =
+                u32::from_be_bytes(dir[p + 20..p + 24].try_into().expect("4-byte slice")) as usize;
+            p = (p + 24 + extra + name_len).div_ceil(8) * 8;
+        }
+        if changed {
+            self.file.write_at(&dir, off)?;
+        }
+        Ok(true)
     }
 
     /// The header (for tests and check).

@@ -214,13 +214,18 @@ impl Refcounts {
     /// Finds `n` contiguous free clusters from the free index (without
     /// taking a reference) and moves the free index past them.
     pub fn find_free(&mut self, file: &ImageFile, n: u64) -> Result<u64> {
-        let limit = 1u64 << (56 - self.cluster_bits);
+        // Refcounts far past the end of the file mean corrupt refcount
+        // blocks: give up instead of scanning 2^56 bytes.
+        let eof = file.len()?.div_ceil(self.cluster_size());
+        let limit = (1u64 << (56 - self.cluster_bits)).min(eof + n + (1 << 20));
         let mut start = self.free_index;
         let mut i = start;
         let bb = self.block_bits();
         while i - start < n {
             if i >= limit {
-                return Err(Error::invalid("Image file is too large: no free clusters"));
+                return Err(Error::corrupt(
+                    "No free cluster found: refcounts claim clusters far past the end of the file",
+                ));
             }
             let ti = (i >> bb) as usize;
             if self.block_offset(ti) == 0 {
@@ -361,6 +366,35 @@ impl Refcounts {
         Ok(new_block << self.cluster_bits)
     }
 
+    /// Takes free clusters `[first, first+n)` the way QEMU allocates at a
+    /// preferred offset: refcounts go up cluster by cluster, and a
+    /// refcount block that has to be allocated on the way comes from the
+    /// free index and may land inside the range, which then ends there.
+    /// Returns how many clusters were taken (0..=n).
+    pub fn alloc_at(&mut self, file: &ImageFile, first: u64, n: u64) -> Result<u64> {
+        let bb = self.block_bits();
+        let mut c = first;
+        let end = first + n;
+        while c < end {
+            let piece_end = end.min(((c >> bb) + 1) << bb);
+            if self.block_offset((c >> bb) as usize) == 0 {
+                let blk = self.ensure_block(file, c)? >> self.cluster_bits;
+                if (c..end).contains(&blk) {
+                    // The block took a cluster of the range.
+                    if blk > c {
+                        self.update(file, c, blk - c, 1)?;
+                    }
+                    c = blk;
+                    break;
+                }
+            }
+            self.update(file, c, piece_end - c, 1)?;
+            c = piece_end;
+        }
+        self.free_index = self.free_index.max(c);
+        Ok(c - first)
+    }
+
     fn set_table_entry(&mut self, file: &ImageFile, ti: usize, off: u64) -> Result<()> {
         self.table[ti] = off;
         file.write_at(&off.to_be_bytes(), self.table_offset + ti as u64 * 8)
@@ -386,11 +420,15 @@ impl Refcounts {
         if table_clusters * cs > MAX_REFTABLE_BYTES {
             return Err(Error::invalid("Refcount table too large"));
         }
-        // Blocks describing the area itself (blocks + table).
+        // Blocks describing the area itself (blocks + table): QEMU creates
+        // every block an exactly sized structure for the area start would
+        // need past the ones in use (observed with 512-byte clusters).
         let mut area_blocks = 1u64;
         while (area_blocks + table_clusters).div_ceil(per_block) > area_blocks {
             area_blocks += 1;
         }
+        let (_, exact_blocks) = metadata_clusters(area_start, self.cluster_bits, self.order, false);
+        area_blocks = area_blocks.max(exact_blocks.saturating_sub(blocks_used));
         let entries = (table_clusters * cs / 8) as usize;
         let first_area_ti = blocks_used as usize;
         if first_area_ti + area_blocks as usize > entries || ti >= entries {

@@ -5,6 +5,7 @@
 
 use super::cluster::{COMPRESSED, COPIED, OFFSET_MASK};
 use super::io::Held;
+use super::refcount::Refcounts;
 use super::Qcow2;
 use crate::driver::SnapshotInfo;
 use crate::error::{Error, Result};
@@ -74,8 +75,7 @@ impl Snapshot {
         out.extend_from_slice(&self.extra_tail);
         out.extend_from_slice(self.id.as_bytes());
         out.extend_from_slice(self.name.as_bytes());
-        let len = out.len() - start;
-        out.resize(start + len.div_ceil(8) * 8, 0);
+        let _ = start;
     }
 }
 
@@ -153,8 +153,11 @@ pub fn read_table(
 
 /// Serialises a snapshot table.
 pub fn serialize_table(snaps: &[Snapshot]) -> Vec<u8> {
+    // Entries start 8-byte aligned; the table ends right after the last
+    // entry (QEMU does not pad it).
     let mut out = Vec::new();
     for s in snaps {
+        out.resize(out.len().div_ceil(8) * 8, 0);
         s.serialize(&mut out);
     }
     out
@@ -175,12 +178,20 @@ impl Qcow2 {
     }
 
     /// Adds one path reference (`+1`) or drops one (`-1`) for everything an
-    /// L1 table reaches: its L2 tables and their clusters. With `+1` the
-    /// COPIED flags of the tables walked are cleared (they become shared).
-    fn update_l1_refs(&mut self, l1: &[u64], delta: i64) -> Result<()> {
+    /// L1 table reaches: its L2 tables and their clusters. Like QEMU, the
+    /// COPIED flags of the L2 tables walked (and of the L1 table, written
+    /// back at `l1_offset` if given) are then recomputed from the new
+    /// refcounts. Returns the L1 table with recomputed flags.
+    fn update_l1_refs(
+        &mut self,
+        l1: &[u64],
+        l1_offset: Option<u64>,
+        delta: i64,
+    ) -> Result<Vec<u64>> {
         let cb = self.cluster_bits;
         let step = self.entry_words();
-        for &e in l1 {
+        let mut new_l1 = l1.to_vec();
+        for (li, &e) in l1.iter().enumerate() {
             let off = e & OFFSET_MASK;
             if off == 0 {
                 continue;
@@ -188,25 +199,59 @@ impl Qcow2 {
             let mut words = self.l2c.table(&self.file, off)?.to_vec();
             let mut changed = false;
             for i in (0..words.len()).step_by(step) {
-                match self.held(words[i]) {
-                    Held::Nothing => {}
+                let held = self.held(words[i]);
+                match held {
+                    Held::Nothing => continue,
+                    h if delta < 0 => self.release_discard(h)?,
                     Held::Host(h) => self.rc.update(&self.file, h >> cb, 1, delta)?,
                     Held::Compressed(d) => {
                         let (f, n) = d.clusters(cb);
                         self.rc.update(&self.file, f, n, delta)?;
                     }
                 }
-                if delta > 0 && words[i] & COPIED != 0 {
-                    words[i] &= !COPIED;
-                    changed = true;
+                if let Held::Host(h) = held {
+                    let r = self.rc.get(&self.file, h >> cb)?;
+                    let w = if r == 1 {
+                        words[i] | COPIED
+                    } else {
+                        words[i] & !COPIED
+                    };
+                    if w != words[i] {
+                        words[i] = w;
+                        changed = true;
+                    }
                 }
             }
             if changed {
                 self.l2c.set(&self.file, off, 0, &words)?;
             }
-            self.rc.update(&self.file, off >> cb, 1, delta)?;
-            if delta < 0 && self.rc.get(&self.file, off >> cb)? == 0 {
+            if delta < 0 {
+                self.free_discard(off >> cb, 1)?;
+            } else {
+                self.rc.update(&self.file, off >> cb, 1, delta)?;
+            }
+            let r = self.rc.get(&self.file, off >> cb)?;
+            if r == 0 {
                 self.l2c.forget(off);
+            }
+            new_l1[li] = if r == 1 { e | COPIED } else { e & !COPIED };
+        }
+        if let Some(o) = l1_offset {
+            if new_l1 != l1 {
+                self.write_l1_at(&new_l1, o)?;
+            }
+        }
+        Ok(new_l1)
+    }
+
+    /// Drops one reference on clusters `[first, first+n)` and punches those
+    /// that became free (QEMU discards them for snapshot operations).
+    fn free_discard(&mut self, first: u64, n: u64) -> Result<()> {
+        self.rc.update(&self.file, first, n, -1)?;
+        let cb = self.cluster_bits;
+        for c in first..first + n {
+            if self.rc.get(&self.file, c)? == 0 {
+                self.file.punch_hole(c << cb, 1 << cb)?;
             }
         }
         Ok(())
@@ -276,8 +321,7 @@ impl Qcow2 {
         self.hdr.snapshots_offset = new_off;
         self.snapshots = snaps;
         if old_n > 0 && old_len > 0 {
-            self.rc
-                .update(&self.file, old_off >> cb, old_len.div_ceil(cs), -1)?;
+            self.free_discard(old_off >> cb, old_len.div_ceil(cs))?;
         }
         Ok(())
     }
@@ -311,14 +355,16 @@ impl Qcow2 {
         let cb = self.cluster_bits;
         let cs = self.cluster_size();
         let l1 = self.l1.clone();
-        self.update_l1_refs(&l1, 1)?;
+        self.update_l1_refs(&l1, None, 1)?;
+        // The copy keeps the flags as they were (QEMU copies the table
+        // verbatim; flags only matter in the active table).
         let copy: Vec<u64> = l1.iter().map(|e| e & !COPIED).collect();
-        let l1_off = if copy.is_empty() {
+        let l1_off = if l1.is_empty() {
             0
         } else {
-            let n = (copy.len() as u64 * 8).div_ceil(cs);
+            let n = (l1.len() as u64 * 8).div_ceil(cs);
             let off = self.rc.alloc(&self.file, n)? << cb;
-            self.write_l1_at(&copy, off)?;
+            self.write_l1_at(&l1, off)?;
             off
         };
         let mut snaps = self.snapshots.clone();
@@ -351,7 +397,7 @@ impl Qcow2 {
         })?;
         let s = self.snapshots[idx].clone();
         let snap_l1 = self.read_l1(s.l1_offset, s.l1_size)?;
-        self.update_l1_refs(&snap_l1, 1)?;
+        let snap_l1 = self.update_l1_refs(&snap_l1, Some(s.l1_offset), 1)?;
         if snap_l1.len() > self.l1.len() {
             self.grow_l1(snap_l1.len())?;
         }
@@ -360,7 +406,7 @@ impl Qcow2 {
         new.resize(self.l1.len(), 0);
         self.write_l1_at(&new, self.hdr.l1_table_offset)?;
         self.l1 = new;
-        self.update_l1_refs(&old, -1)?;
+        self.update_l1_refs(&old, None, -1)?;
         if let Some(size) = s.disk_size {
             if size != self.hdr.size {
                 self.hdr.size = size;
@@ -383,26 +429,73 @@ impl Qcow2 {
         let mut snaps = self.snapshots.clone();
         snaps.remove(idx);
         self.write_snapshot_table(snaps)?;
-        self.update_l1_refs(&snap_l1, -1)?;
+        self.update_l1_refs(&snap_l1, None, -1)?;
         if s.l1_size > 0 {
             let n = (s.l1_size as u64 * 8).div_ceil(self.cluster_size());
-            self.rc
-                .update(&self.file, s.l1_offset >> self.cluster_bits, n, -1)?;
+            self.free_discard(s.l1_offset >> self.cluster_bits, n)?;
         }
         self.fix_copied_flags()
     }
 
     /// Drops every mapping of the active L1 (after commit).
     pub(super) fn empty_image(&mut self) -> Result<()> {
+        self.decompressed = None;
+        let cb = self.cluster_bits;
+        let cs = self.cluster_size();
+        let l1_clusters = (self.l1.len() as u64 * 8).div_ceil(cs);
+        let per_block = 1u64 << self.rc.block_bits();
+        let standard_layout = self.hdr.version >= 3
+            && self.snapshots.is_empty()
+            && self.hdr.bitmaps_ext.is_none()
+            && self.rc.table_offset == cs
+            && self.rc.table_clusters == 1
+            && self.rc.block_offset(0) == 2 * cs
+            && (self.hdr.l1_table_offset == 3 * cs || self.l1.is_empty())
+            && 3 + l1_clusters <= per_block;
+        if standard_layout {
+            // Like QEMU: the image becomes a freshly created one (header,
+            // refcount table, one refcount block, zeroed L1), truncated.
+            // Zeroing the L1 first makes every data cluster unreachable,
+            // so a crash in between only leaks.
+            let zeros = vec![0u64; self.l1.len()];
+            if !zeros.is_empty() {
+                let mut raw = vec![0u8; (l1_clusters * cs) as usize];
+                raw.truncate((l1_clusters * cs) as usize);
+                self.file.write_at(&raw, self.hdr.l1_table_offset)?;
+            }
+            self.l1 = zeros;
+            let mut block = vec![0u8; cs as usize];
+            for c in 0..3 + l1_clusters {
+                Refcounts::set_entry(self.rc.order, &mut block, c as usize, 1);
+            }
+            self.file.write_at(&block, 2 * cs)?;
+            let mut table = vec![0u8; cs as usize];
+            table[..8].copy_from_slice(&(2 * cs).to_be_bytes());
+            self.file.write_at(&table, cs)?;
+            self.file.set_len((3 + l1_clusters) * cs)?;
+            self.rc = Refcounts::load(&self.file, cb, self.rc.order, cs, 1)?;
+            self.l2c.clear();
+            self.free_byte_offset = 0;
+            return Ok(());
+        }
+        // With snapshots: every active L2 table becomes ours and empty.
+        let step = self.entry_words();
         for l1i in 0..self.l1.len() {
-            let off = self.l1[l1i] & OFFSET_MASK;
-            if off == 0 {
+            if self.l1[l1i] & OFFSET_MASK == 0 {
                 continue;
             }
-            self.set_l1(l1i, 0)?;
-            self.release_table(off)?;
+            let l2off = self.ensure_l2(l1i)?;
+            let words = self.l2c.table(&self.file, l2off)?.to_vec();
+            let helds: Vec<Held> = (0..words.len())
+                .step_by(step)
+                .map(|i| self.held(words[i]))
+                .collect();
+            self.l2c
+                .set(&self.file, l2off, 0, &vec![0u64; words.len()])?;
+            for h in helds {
+                self.release_discard(h)?;
+            }
         }
-        self.l2c.clear();
         Ok(())
     }
 }
@@ -428,7 +521,7 @@ mod tests {
             extra_tail: Vec::new(),
         };
         let b = serialize_table(std::slice::from_ref(&s));
-        assert_eq!(b.len(), 72);
+        assert_eq!(b.len(), 70);
         assert_eq!(&b[..16], &[0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 1, 0, 1, 0, 5]);
         assert_eq!(&b[36..40], &[0, 0, 0, 0x18]);
         assert_eq!(&b[64..70], b"1snap1");
