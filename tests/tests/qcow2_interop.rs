@@ -255,6 +255,41 @@ fn snapshots_both_ways() {
     let a = ok(t.path(), &ours(), &["snapshot", "-l", "s.qcow2"]);
     let b = ok(t.path(), &real(), &["snapshot", "-l", "s.qcow2"]);
     assert_eq!(a, b);
+    // convert -l reads a snapshot without changing the image.
+    ok(
+        t.path(),
+        &ours(),
+        &[
+            "convert",
+            "-l",
+            "one",
+            "-O",
+            "raw",
+            "s.qcow2",
+            "ours-one.raw",
+        ],
+    );
+    ok(
+        t.path(),
+        &real(),
+        &[
+            "convert",
+            "-l",
+            "one",
+            "-O",
+            "raw",
+            "s.qcow2",
+            "real-one.raw",
+        ],
+    );
+    assert!(
+        std::fs::read(t.join("ours-one.raw")).ok() == std::fs::read(t.join("real-one.raw")).ok()
+    );
+    ok(
+        t.path(),
+        &io,
+        &["-f", "qcow2", "-c", "read -P 0x02 0 1M", "s.qcow2"],
+    );
     ok(t.path(), &ours(), &["snapshot", "-a", "one", "s.qcow2"]);
     ok(t.path(), &real(), &["check", "s.qcow2"]);
     ok(

@@ -360,6 +360,16 @@ pub trait BlockDriver: Send {
         )))
     }
 
+    /// Presents an internal snapshot's contents instead of the current
+    /// disk, without writing anything (QEMU's temporary snapshot load, used
+    /// by `convert -l` and `measure -l`). The image must be open read-only.
+    fn snapshot_load_tmp(&mut self, _id: &str) -> Result<()> {
+        Err(Error::unsupported(format!(
+            "Block format '{}' used by device '' does not support temporarily loading internal snapshots",
+            self.format_name()
+        )))
+    }
+
     /// Deletes a snapshot (by id or name).
     fn snapshot_delete(&mut self, _id_or_name: &str) -> Result<()> {
         Err(Error::unsupported(format!(

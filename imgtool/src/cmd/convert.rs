@@ -8,6 +8,7 @@ use imgformats::{BlockDriver, CreateOpts};
 
 use crate::args::opt;
 use crate::cmd::create::{merge_opts, print_opts_help, wants_help};
+use crate::cmd::measure::{load_snapshot, SnapshotParam};
 use crate::common::{self, parse_cmd, CmdResult, Fail, ImageSpec, OpenParams, Progress, Secrets};
 use crate::copy::{chain_run, is_zero, read_ahead, ParallelCompressor, Piece, RunKind, CHUNK};
 
@@ -17,7 +18,7 @@ const HELP: &str = "Copy one image to another with optional format conversion.  
         [--target-is-zero] [-U] [-C] [-c] [-f SRC_FMT] [-O TGT_FMT]
         [-B BACKING_FILE [-F BACKING_FMT]] [-o TGT_OPTS] [-S SPARSE_SIZE]
         [-r RATE_LIMIT] [-m NUM_PARALLEL] [-W] [-n] [-t CACHE] [-T SRC_CACHE]
-        [-p] [-q] SRC_FILE [SRC_FILE2...] TGT_FILE
+        [-l SNAPSHOT] [-p] [-q] SRC_FILE [SRC_FILE2...] TGT_FILE
 
 Arguments:
   -h, --help            print this help and exit
@@ -32,6 +33,9 @@ Arguments:
   -B, --target-backing BACKING_FILE
                         the target will use BACKING_FILE as its backing image
   -F, --target-backing-format BACKING_FMT
+  -l, --source-snapshot SNAPSHOT
+                        copy an internal snapshot of the source (a name, or
+                        snapshot.id=ID[,snapshot.name=NAME])
   -c, --compress        compress clusters (target format must support it)
   -S, --sparse-size SPARSE_SIZE
                         zero runs of at least this size are not written
@@ -78,7 +82,6 @@ pub fn run(argv: &[String]) -> CmdResult {
         opt(Some('m'), Some("num-coroutines"), true, "coroutines"),
         opt(Some('r'), Some("rate-limit"), true, "rate"),
         opt(Some('l'), Some("source-snapshot"), true, "snapshot"),
-        opt(Some('s'), None, true, "snapshot-old"),
         opt(None, Some("object"), true, "object"),
         opt(None, Some("image-opts"), false, "image-opts"),
         opt(None, Some("target-image-opts"), false, "target-image-opts"),
@@ -101,16 +104,9 @@ pub fn run(argv: &[String]) -> CmdResult {
             "Option -6 has been removed, use -o compat6 instead",
         ));
     }
-    for unsupported in [
-        "snapshot",
-        "snapshot-old",
-        "bitmaps",
-        "target-image-opts",
-        "salvage",
-    ] {
+    for unsupported in ["bitmaps", "target-image-opts", "salvage"] {
         if p.has(unsupported) {
             let name = match unsupported {
-                "snapshot" | "snapshot-old" => "-l/-s (convert from an internal snapshot)",
                 "bitmaps" => "--bitmaps",
                 "target-image-opts" => "--target-image-opts",
                 _ => "--salvage",
@@ -180,6 +176,15 @@ pub fn run(argv: &[String]) -> CmdResult {
                 cache: src_cache,
             },
         )?);
+    }
+    if let Some(l) = p.last("snapshot") {
+        let sp = SnapshotParam::parse(l)?;
+        if sources.len() > 1 {
+            return Err(Fail::msg("No support for concatenating multiple snapshot"));
+        }
+        if let Some(src) = sources.first_mut() {
+            load_snapshot(src.as_mut(), &sp)?;
+        }
     }
     let total: u64 = sources.iter().map(|s| s.size()).sum();
 

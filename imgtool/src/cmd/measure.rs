@@ -4,9 +4,7 @@
 //! `FormatOps::measure`; this command does the option handling, the source
 //! image and the printing.
 
-use std::path::PathBuf;
-
-use imgformats::{BlockDriver, CreateOpts, FormatOps, OpenOpts, OptKind, SnapshotInfo, Value};
+use imgformats::{BlockDriver, CreateOpts, FormatOps, OptKind, SnapshotInfo, Value};
 
 use crate::args::opt;
 use crate::cmd::create::FILE_OPTS;
@@ -120,42 +118,25 @@ pub fn parse_create_opts(ops: &FormatOps, strings: &[&str]) -> Result<CreateOpts
     Ok(opts)
 }
 
-/// A temporary file removed when dropped.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+/// Switches an open (read-only) image to the internal snapshot `-l`
+/// names, with qemu-img's "Failed to load snapshot: ..." errors. Shared by
+/// `measure` and `convert`.
+pub fn load_snapshot(img: &mut dyn BlockDriver, sp: &SnapshotParam) -> Result<(), Fail> {
+    let fmt = img.format_name();
+    if fmt != "qcow2" {
+        return Err(Fail::msg(format!(
+            "Failed to load snapshot: Block format '{fmt}' used by device '' does not support temporarily loading internal snapshots"
+        )));
     }
-}
-
-/// A read-only view of an internal snapshot, for `-l`: the image is copied
-/// to a temporary file where the snapshot is applied (the original is never
-/// written); the copy keeps the original's backing chain.
-fn load_snapshot(
-    img: &mut Box<dyn BlockDriver>,
-    sn: &SnapshotInfo,
-    key: Option<Vec<u8>>,
-) -> imgformats::Result<(Box<dyn BlockDriver>, TempFile)> {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let src = img.file().path().to_path_buf();
-    let tmp = TempFile(std::env::temp_dir().join(format!(
-        "rqemu-measure-{}-{}.img",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )));
-    std::fs::copy(&src, &tmp.0).map_err(|e| imgformats::Error::io(&tmp.0, e))?;
-    let opts = OpenOpts {
-        writable: true,
-        key,
-        no_backing: true,
-        ..OpenOpts::default()
+    let Some(sn) = img.snapshots().into_iter().find(|s| sp.matches(s)) else {
+        return Err(Fail::msg("Failed to load snapshot: Can't find snapshot"));
     };
-    let mut copy = imgformats::open_image(&tmp.0, Some(img.format_name()), &opts)?;
-    copy.snapshot_apply(&sn.id)?;
-    copy.set_backing(img.take_backing());
-    Ok((copy, tmp))
+    img.snapshot_load_tmp(&sn.id).map_err(|e| {
+        Fail::msg(format!(
+            "Failed to load snapshot: {}",
+            common::error_text(&e)
+        ))
+    })
 }
 
 /// Runs `qemu-img measure`.
@@ -217,43 +198,19 @@ pub fn run(argv: &[String]) -> CmdResult {
     }
     let secrets = Secrets::from_objects(&p.all("object"))?;
 
-    let mut source_key = None;
     let mut source = match filename {
         Some(f) => {
             let ispec = ImageSpec::new(f, p.last("format"), p.has("image-opts"))?;
-            source_key = ispec.key_secret.clone();
             let img = common::open(&ispec, &secrets, &OpenParams::default())
                 .map_err(|e| common::name_by_arg(e, &ispec, f, p.has("image-opts")))?;
             Some(img)
         }
         None => None,
     };
-    // The snapshot's copy lives as long as the measurement.
-    let mut _snapshot_copy = None;
     // The size measured is the image's current one, also with -l.
     let source_size = source.as_ref().map(|s| s.size());
     if let (Some(sp), Some(img)) = (&snapshot, source.as_mut()) {
-        let fmt = img.format_name();
-        if fmt != "qcow2" {
-            return Err(Fail::msg(format!(
-                "Failed to load snapshot: Block format '{fmt}' used by device '' does not support temporarily loading internal snapshots"
-            )));
-        }
-        let Some(sn) = img.snapshots().into_iter().find(|s| sp.matches(s)) else {
-            return Err(Fail::msg("Failed to load snapshot: Can't find snapshot"));
-        };
-        let key = match source_key.as_deref() {
-            Some(id) => Some(secrets.get(id)?),
-            None => None,
-        };
-        let (copy, guard) = load_snapshot(img, &sn, key).map_err(|e| {
-            Fail::msg(format!(
-                "Failed to load snapshot: {}",
-                common::error_text(&e)
-            ))
-        })?;
-        source = Some(copy);
-        _snapshot_copy = Some(guard);
+        load_snapshot(img.as_mut(), sp)?;
     }
 
     let out_fmt = p.last("target-format").unwrap_or("raw");

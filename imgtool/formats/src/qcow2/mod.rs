@@ -473,6 +473,10 @@ impl BlockDriver for Qcow2 {
         self.apply_snapshot(id_or_name)
     }
 
+    fn snapshot_load_tmp(&mut self, id: &str) -> Result<()> {
+        self.load_snapshot_tmp(id)
+    }
+
     fn snapshot_delete(&mut self, id_or_name: &str) -> Result<()> {
         self.prepare_write()?;
         self.delete_snapshot(id_or_name)

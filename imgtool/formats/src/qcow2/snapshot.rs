@@ -417,6 +417,38 @@ impl Qcow2 {
         self.fix_copied_flags()
     }
 
+    /// Switches a read-only image to a snapshot's L1 table and size, so
+    /// reads return the snapshot's contents; nothing is written.
+    pub(super) fn load_snapshot_tmp(&mut self, id: &str) -> Result<()> {
+        if self.file.writable() {
+            return Err(Error::invalid(
+                "Temporarily loading a snapshot needs a read-only image",
+            ));
+        }
+        let s = self
+            .snapshots
+            .iter()
+            .find(|s| s.id == id)
+            .cloned()
+            .ok_or_else(|| Error::invalid("Can't find snapshot"))?;
+        let mut l1 = self.read_l1(s.l1_offset, s.l1_size)?;
+        let size = s.disk_size.unwrap_or(self.hdr.size);
+        // Every cluster of the snapshot's disk must have an L1 slot: pad a
+        // short table with unallocated entries.
+        let per_l1 = self.cluster_size() << self.l2_bits;
+        let need = size.div_ceil(per_l1) as usize;
+        if need as u64 * 8 > super::MAX_L1_BYTES {
+            return Err(Error::corrupt("Snapshot L1 table too large"));
+        }
+        if l1.len() < need {
+            l1.resize(need, 0);
+        }
+        self.l1 = l1;
+        self.hdr.size = size;
+        self.l2c.clear();
+        Ok(())
+    }
+
     /// Deletes a snapshot and frees what only it referenced.
     pub(super) fn delete_snapshot(&mut self, id_or_name: &str) -> Result<()> {
         let idx = self.snapshot_index(id_or_name).ok_or_else(|| {
