@@ -51,6 +51,13 @@ pub fn create(path: &Path, size: u64, opts: &CreateOpts) -> Result<()> {
     }
     let file = ImageFile::create(path)?;
     file.grow(size, prealloc)?;
+    // Like qemu-img, allocate the first block of a new image (QEMU does it
+    // so alignment probing has a real block to read); `map` and "disk size"
+    // then match the real tool's on images we create.
+    let first = size.min(4096);
+    if first > 0 && prealloc != Prealloc::Full {
+        file.write_at(&vec![0u8; first as usize], 0)?;
+    }
     file.flush()
 }
 
