@@ -72,16 +72,6 @@ def peak_rss(cmd):
     except (ValueError, IndexError):
         return 0
 
-def best(cmd, setup=None):
-    times = []
-    for _ in range(runs):
-        if setup:
-            setup()
-        times.append(run(cmd))
-    if setup:
-        setup()
-    return min(times), peak_rss(cmd)
-
 def rm(*names):
     def f():
         for n in names:
@@ -96,32 +86,49 @@ mixed, text = make_inputs()
 for f in (mixed, text):
     subprocess.run(["cat", f], stdout=subprocess.DEVNULL)
 
-def rows_for(tool, tag):
+def ops(tool, tag):
+    """The benchmarked operations of one tool: (name, command, cleanup)."""
     q = f"{tag}.qcow2"; r = f"{tag}.raw"
     cz = f"{tag}-c.qcow2"; ct = f"{tag}-ct.qcow2"; d = f"{tag}-d.raw"
-    res = {}
-    res["convert raw->qcow2"] = best([tool, "convert", "-t", "unsafe", "-f", "raw", "-O", "qcow2", mixed, q], rm(q))
-    res["convert qcow2->raw"] = best([tool, "convert", "-t", "unsafe", "-f", "qcow2", "-O", "raw", q, r], rm(r))
-    res["convert -c (random)"] = best([tool, "convert", "-t", "unsafe", "-c", "-f", "raw", "-O", "qcow2", mixed, cz], rm(cz))
-    res["convert -c (text)"] = best([tool, "convert", "-t", "unsafe", "-c", "-f", "raw", "-O", "qcow2", text, ct], rm(ct))
-    res["decompress qcow2->raw"] = best([tool, "convert", "-t", "unsafe", "-f", "qcow2", "-O", "raw", ct, d], rm(d))
-    res["info"] = best([tool, "info", q])
-    res["check"] = best([tool, "check", q])
-    res["create 100G"] = best([tool, "create", "-q", "-f", "qcow2", f"{tag}-100g.qcow2", "100G"], rm(f"{tag}-100g.qcow2"))
-    # Outputs must be valid: the real tool checks and compares them.
-    for img, src in ((q, mixed), (cz, mixed), (ct, text)):
-        c = subprocess.run([real, "check", img], capture_output=True)
-        if c.returncode != 0:
-            sys.exit(f"{img}: real qemu-img check failed:\n{c.stdout.decode()}{c.stderr.decode()}")
-        c = subprocess.run([real, "compare", "-f", "raw", "-F", "qcow2", src, img], capture_output=True)
-        if c.returncode != 0:
-            sys.exit(f"{img}: differs from {src}: {c.stdout.decode()}")
-    for n in (q, r, cz, ct, d):
-        rm(n)()
-    return res
+    u = ["-t", "unsafe"]
+    return [
+        ("convert raw->qcow2", [tool, "convert", *u, "-f", "raw", "-O", "qcow2", mixed, q], rm(q)),
+        ("convert qcow2->raw", [tool, "convert", *u, "-f", "qcow2", "-O", "raw", q, r], rm(r)),
+        ("convert -c (random)", [tool, "convert", *u, "-c", "-f", "raw", "-O", "qcow2", mixed, cz], rm(cz)),
+        ("convert -c (text)", [tool, "convert", *u, "-c", "-f", "raw", "-O", "qcow2", text, ct], rm(ct)),
+        ("decompress qcow2->raw", [tool, "convert", *u, "-f", "qcow2", "-O", "raw", ct, d], rm(d)),
+        ("info", [tool, "info", q], None),
+        ("check", [tool, "check", q], None),
+        ("create 100G", [tool, "create", "-q", "-f", "qcow2", f"{tag}-100g.qcow2", "100G"], rm(f"{tag}-100g.qcow2")),
+    ]
 
-theirs = rows_for(real, "real")
-mine = rows_for(ours, "ours")
+# Each operation is run alternately by the two tools, so background load
+# affects both sides alike; an operation's output is kept for the next
+# (qcow2->raw reads what raw->qcow2 wrote).
+real_ops, our_ops = ops(real, "real"), ops(ours, "ours")
+theirs, mine = {}, {}
+for (name, rcmd, rclean), (_, ocmd, oclean) in zip(real_ops, our_ops):
+    rt, ot = [], []
+    for _ in range(runs):
+        for cmd, clean, acc in ((rcmd, rclean, rt), (ocmd, oclean, ot)):
+            if clean:
+                clean()
+            acc.append(run(cmd))
+    theirs[name] = (min(rt), peak_rss(rcmd) if not rclean else (rclean(), peak_rss(rcmd))[1])
+    mine[name] = (min(ot), peak_rss(ocmd) if not oclean else (oclean(), peak_rss(ocmd))[1])
+
+# Outputs must be valid: the real tool checks and compares ours.
+for img, src in (("ours.qcow2", mixed), ("ours-c.qcow2", mixed), ("ours-ct.qcow2", text)):
+    c = subprocess.run([real, "check", img], capture_output=True)
+    if c.returncode != 0:
+        sys.exit(f"{img}: real qemu-img check failed:\n{c.stdout.decode()}{c.stderr.decode()}")
+    c = subprocess.run([real, "compare", "-f", "raw", "-F", "qcow2", src, img], capture_output=True)
+    if c.returncode != 0:
+        sys.exit(f"{img}: differs from {src}: {c.stdout.decode()}")
+for tag in ("real", "ours"):
+    for n in (f"{tag}.qcow2", f"{tag}.raw", f"{tag}-c.qcow2", f"{tag}-ct.qcow2", f"{tag}-d.raw"):
+        rm(n)()
+
 print(f"\nqemu-img benchmark, input {size_s} (best of {runs}), {os.cpu_count()} cores")
 print(f"{'operation':<24}{'real s':>9}{'ours s':>9}{'ratio':>7}{'real RSS MiB':>14}{'ours RSS MiB':>14}")
 for k in theirs:
