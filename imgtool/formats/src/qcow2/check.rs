@@ -239,6 +239,12 @@ fn walk(img: &mut Qcow2) -> Result<Walk> {
         w.inc(b, cs, 1);
         w.refcount_meta.push(b >> cb);
     }
+    // The LUKS header (full disk encryption header pointer extension).
+    if let Some(c) = img.hdr.crypto_ext.as_ref().filter(|c| c.len() >= 16) {
+        let off = u64::from_be_bytes(c[0..8].try_into().expect("8-byte slice"));
+        let len = u64::from_be_bytes(c[8..16].try_into().expect("8-byte slice"));
+        w.inc(off, len.div_ceil(cs) * cs, 1);
+    }
     walk_bitmaps(img, &mut w)?;
     Ok(w)
 }

@@ -2195,3 +2195,69 @@ fn random_corruption_never_panics() {
         assert!(r.is_ok(), "panic in round {round}");
     }
 }
+
+#[test]
+fn encrypted_images_open_read_only_for_metadata() {
+    if !have_qemu() {
+        return;
+    }
+    let d = TempDir::new("crypt");
+    for fmt in ["aes", "luks"] {
+        let p = d.path("c.qcow2");
+        let ps = p.display().to_string();
+        let o = if fmt == "luks" {
+            "encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10".to_string()
+        } else {
+            "encrypt.format=aes,encrypt.key-secret=s".to_string()
+        };
+        let (rc, out) = qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            &o,
+            "--object",
+            "secret,id=s,data=abc",
+            &ps,
+            "1M",
+        ]);
+        assert_eq!(rc, 0, "{out}");
+        let file = ImageFile::open(&p, true).expect("open");
+        assert!(Qcow2::open(
+            file,
+            &OpenOpts {
+                writable: true,
+                ..OpenOpts::default()
+            }
+        )
+        .is_err());
+        let mut img = open(&p, false);
+        assert!(img.encrypted());
+        let fs = img.format_specific().expect("info");
+        let enc = fs.get("encrypt").and_then(|e| e.get("format")).cloned();
+        assert_eq!(enc, Some(crate::Value::Str(fmt.into())));
+        let mut buf = [0u8; 512];
+        assert!(img.read(0, &mut buf).is_err());
+        let spec = format!("driver=qcow2,file.filename={ps},encrypt.key-secret=s");
+        let (rc, out) = qemu_img(&[
+            "check",
+            "--output=json",
+            "--object",
+            "secret,id=s,data=abc",
+            "--image-opts",
+            &spec,
+        ]);
+        assert_eq!(rc, 0, "{out}");
+        let r = our_check(&p);
+        assert!(r.0.is_empty(), "{fmt}: {:?}", r.0);
+        for (k, v) in r.1 {
+            if k != "check-errors" {
+                assert!(
+                    out.contains(&format!("\"{k}\": {v}")),
+                    "{fmt}: {k}={v} vs {out}"
+                );
+            }
+        }
+    }
+}

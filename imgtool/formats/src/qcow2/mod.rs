@@ -122,6 +122,9 @@ impl Qcow2 {
         }
         match hdr.crypt_method {
             0 => {}
+            // Encrypted images open read-only for their metadata (info,
+            // check, map); their data cannot be read or written.
+            1 | 2 if !opts.writable => {}
             1 | 2 => {
                 return Err(Error::unsupported(
                     "Encrypted qcow2 images (AES or LUKS) are not supported",
@@ -439,11 +442,20 @@ impl BlockDriver for Qcow2 {
             }
         }
         v.push("refcount-bits", 1u64 << h.refcount_order);
+        match h.crypt_method {
+            1 => v.push("encrypt", Value::object().with("format", "aes")),
+            2 => v.push("encrypt", Value::object().with("format", "luks")),
+            _ => {}
+        }
         if h.version >= 3 {
             v.push("corrupt", h.incompatible & header::INCOMPAT_CORRUPT != 0);
             v.push("extended-l2", self.extended);
         }
         Some(v)
+    }
+
+    fn encrypted(&self) -> bool {
+        self.hdr.crypt_method != 0
     }
 
     fn dirty(&self) -> bool {
