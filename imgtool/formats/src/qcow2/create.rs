@@ -637,11 +637,6 @@ fn bitmaps_size(src: &dyn BlockDriver, cs: u64) -> u64 {
 
 /// `resize`.
 pub fn resize(img: &mut Qcow2, new_size: u64, prealloc: Prealloc, shrink: bool) -> Result<()> {
-    if !img.snapshots.is_empty() {
-        return Err(Error::unsupported(
-            "Can't resize an image which has snapshots",
-        ));
-    }
     let new_size = new_size.div_ceil(512) * 512;
     let old = img.hdr.size;
     let cb = img.cluster_bits;
@@ -653,8 +648,8 @@ pub fn resize(img: &mut Qcow2, new_size: u64, prealloc: Prealloc, shrink: bool) 
             ));
         }
         if prealloc != Prealloc::Off {
-            return Err(Error::unsupported(
-                "Preallocation can't be used for shrinking an image",
+            return Err(Error::invalid(
+                "Preallocation can only be used for growing images",
             ));
         }
         // Drop everything past the new end, then trim the file.

@@ -1278,7 +1278,14 @@ fn same_as_real(
     std::fs::copy(&r, &m).expect("copy");
     let rs = r.display().to_string();
     let mut args: Vec<&str> = real.to_vec();
-    args.push(&rs);
+    if real.first() == Some(&"resize") {
+        // qemu-img resize FILE SIZE
+        let size = args.pop().expect("resize has a size");
+        args.push(&rs);
+        args.push(size);
+    } else {
+        args.push(&rs);
+    }
     let (rc, out) = qemu_img(&args);
     if rc != 0 {
         return Err(format!("real failed: {out}"));
@@ -1400,6 +1407,21 @@ fn maintenance_operations_match_real_bytes() {
             }),
         ),
     ];
+    // Resizing with internal snapshots.
+    for size in ["9M", "3M", "100k"] {
+        let sz = crate::size::parse_size(size).expect("size");
+        let op: Op = Box::new(move |i: &mut dyn BlockDriver| {
+            i.resize(sz, Prealloc::Off, true).expect("resize")
+        });
+        if let Err(e) = same_as_real(
+            &d,
+            &setup_snap,
+            &["resize", "-q", "--shrink", size],
+            op.as_ref(),
+        ) {
+            errs.push(e);
+        }
+    }
     for (setup_fn, real, ours) in more {
         if let Err(e) = same_as_real(&d, setup_fn, &real, ours.as_ref()) {
             errs.push(e);
