@@ -654,11 +654,12 @@ pub fn resize(img: &mut Qcow2, new_size: u64, prealloc: Prealloc, shrink: bool) 
         }
         // Drop everything past the new end, then trim the file.
         let start = new_size.div_ceil(cs) * cs;
-        if start < old {
-            img.discard_range_full(start, old)?;
-        }
+        let freed = start < old && img.discard_range_full(start, old)?;
         img.hdr.size = new_size;
         img.file.write_at(&new_size.to_be_bytes(), 24)?;
+        for off in img.rc.drop_empty_blocks(&img.file)? {
+            img.file.punch_hole(off, cs)?;
+        }
         let mut last_used = 0;
         let total = img.file.len()?.div_ceil(cs);
         for c in (0..total).rev() {
@@ -669,6 +670,20 @@ pub fn resize(img: &mut Qcow2, new_size: u64, prealloc: Prealloc, shrink: bool) 
         }
         if last_used > 0 && (last_used << cb) < img.file.len()? {
             img.file.set_len(last_used << cb)?;
+        }
+        if freed {
+            // QEMU leaves every free cluster of a shrunk image discarded.
+            let mut c = 0;
+            while c < last_used {
+                if img.rc.get(&img.file, c)? == 0 {
+                    let s0 = c;
+                    while c < last_used && img.rc.get(&img.file, c)? == 0 {
+                        c += 1;
+                    }
+                    img.file.punch_hole(s0 << cb, (c - s0) << cb)?;
+                }
+                c += 1;
+            }
         }
         return Ok(());
     }
@@ -690,17 +705,22 @@ pub fn resize(img: &mut Qcow2, new_size: u64, prealloc: Prealloc, shrink: bool) 
 impl Qcow2 {
     /// Deallocates every cluster in `[start, end)` (cluster aligned start)
     /// so nothing references it any more (used by shrink).
-    fn discard_range_full(&mut self, start: u64, end: u64) -> Result<()> {
+    /// Returns true if anything was freed.
+    fn discard_range_full(&mut self, start: u64, end: u64) -> Result<bool> {
         let cb = self.cluster_bits;
         let span = self.span_bits();
         let mask = (1u64 << self.l2_bits) - 1;
         let mut pos = start;
+        let mut freed = false;
         while pos < end {
             let l1i = (pos >> span) as usize;
             let chunk_end = end.min(((l1i as u64) + 1) << span);
             let l2 = self.l1_entry_offset(l1i);
-            if l2 != 0 {
-                if pos == (l1i as u64) << span {
+            let whole = pos == (l1i as u64) << span;
+            // QEMU allocates the L2 table of a partially discarded range.
+            if l2 != 0 || !whole {
+                if whole {
+                    freed = true;
                     // The whole table goes: unlink it, then drop references.
                     self.set_l1(l1i, 0)?;
                     self.release_table(l2)?;
@@ -724,13 +744,14 @@ impl Qcow2 {
                         &words,
                     )?;
                     for h in releases {
+                        freed |= h != Held::Nothing;
                         self.release(h)?;
                     }
                 }
             }
             pos = chunk_end;
         }
-        Ok(())
+        Ok(freed)
     }
 
     /// Drops one reference (one L1 path) to the L2 table at `l2off`: the

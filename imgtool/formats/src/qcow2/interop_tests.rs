@@ -1407,8 +1407,8 @@ fn maintenance_operations_match_real_bytes() {
             }),
         ),
     ];
-    // Resizing with internal snapshots.
-    for size in ["9M", "3M", "100k"] {
+    // Resizing with internal snapshots, shrinking in the middle of tables.
+    for size in ["9M", "3M", "100k", "3500k", "2100k"] {
         let sz = crate::size::parse_size(size).expect("size");
         let op: Op = Box::new(move |i: &mut dyn BlockDriver| {
             i.resize(sz, Prealloc::Off, true).expect("resize")
@@ -2281,5 +2281,39 @@ fn encrypted_images_open_read_only_for_metadata() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn snapshot_across_resize_matches_real_bytes() {
+    if !have_qemu() {
+        return;
+    }
+    let d = TempDir::new("snapresize");
+    for cs in ["64k", "512"] {
+        let setup = |p: &Path| {
+            let ps = p.display().to_string();
+            let o = format!("cluster_size={cs}");
+            assert_eq!(
+                qemu_img(&["create", "-q", "-f", "qcow2", "-o", &o, &ps, "1M"]).0,
+                0
+            );
+            qemu_io(p, &["write -P 1 0 100k"]);
+            assert_eq!(qemu_img(&["snapshot", "-c", "small", &ps]).0, 0);
+            assert_eq!(qemu_img(&["resize", "-q", &ps, "5M"]).0, 0);
+            qemu_io(p, &["write -P 2 3M 100k"]);
+        };
+        let apply: Box<dyn Fn(&mut dyn BlockDriver)> =
+            Box::new(|i: &mut dyn BlockDriver| i.snapshot_apply("small").expect("apply"));
+        if let Err(e) = same_as_real(&d, &setup, &["snapshot", "-a", "small"], apply.as_ref()) {
+            let mut data = std::fs::read(d.path("real.qcow2")).expect("r");
+            let mut mine = std::fs::read(d.path("mine.qcow2")).expect("m");
+            mask_snapshot_dates(&mut data);
+            mask_snapshot_dates(&mut mine);
+            assert!(data == mine, "{cs}: {e}");
+        }
+        let m = d.path("mine.qcow2");
+        assert_clean(&m);
+        assert_eq!(open(&m, false).size(), 1 << 20);
     }
 }

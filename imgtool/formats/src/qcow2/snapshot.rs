@@ -397,6 +397,13 @@ impl Qcow2 {
         })?;
         let s = self.snapshots[idx].clone();
         let snap_l1 = self.read_l1(s.l1_offset, s.l1_size)?;
+        // A different disk size is set first, as a resize (QEMU shrinks or
+        // grows the active state, then switches the L1 table).
+        if let Some(size) = s.disk_size {
+            if size != self.hdr.size {
+                super::create::resize(self, size, crate::file::Prealloc::Off, true)?;
+            }
+        }
         let snap_l1 = self.update_l1_refs(&snap_l1, Some(s.l1_offset), 1)?;
         if snap_l1.len() > self.l1.len() {
             self.grow_l1(snap_l1.len())?;
@@ -407,12 +414,6 @@ impl Qcow2 {
         self.write_l1_at(&new, self.hdr.l1_table_offset)?;
         self.l1 = new;
         self.update_l1_refs(&old, None, -1)?;
-        if let Some(size) = s.disk_size {
-            if size != self.hdr.size {
-                self.hdr.size = size;
-                self.file.write_at(&size.to_be_bytes(), 24)?;
-            }
-        }
         self.l2c.clear();
         self.fix_copied_flags()
     }
