@@ -2303,9 +2303,8 @@ fn snapshot_across_resize_matches_real_bytes() {
             assert_eq!(qemu_img(&["resize", "-q", &ps, "5M"]).0, 0);
             qemu_io(p, &["write -P 2 3M 100k"]);
         };
-        let apply: Box<dyn Fn(&mut dyn BlockDriver)> =
-            Box::new(|i: &mut dyn BlockDriver| i.snapshot_apply("small").expect("apply"));
-        if let Err(e) = same_as_real(&d, &setup, &["snapshot", "-a", "small"], apply.as_ref()) {
+        let apply = |i: &mut dyn BlockDriver| i.snapshot_apply("small").expect("apply");
+        if let Err(e) = same_as_real(&d, &setup, &["snapshot", "-a", "small"], &apply) {
             let mut data = std::fs::read(d.path("real.qcow2")).expect("r");
             let mut mine = std::fs::read(d.path("mine.qcow2")).expect("m");
             mask_snapshot_dates(&mut data);
