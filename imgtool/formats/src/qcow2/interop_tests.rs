@@ -2316,3 +2316,88 @@ fn snapshot_across_resize_matches_real_bytes() {
         assert_eq!(open(&m, false).size(), 1 << 20);
     }
 }
+
+#[test]
+fn repair_matches_real_bytes_and_messages() {
+    if !have_qemu() {
+        return;
+    }
+    let d = TempDir::new("repair");
+    let cases: Vec<(&str, Vec<(u64, Vec<u8>)>, FixMode, &str)> = vec![
+        (
+            "low",
+            vec![(0x20000 + 10, vec![0, 0])],
+            FixMode {
+                leaks: true,
+                errors: true,
+            },
+            "all",
+        ),
+        (
+            "leak",
+            vec![(0x20000 + 10, vec![0, 2])],
+            FixMode {
+                leaks: true,
+                errors: false,
+            },
+            "leaks",
+        ),
+        (
+            "leak all",
+            vec![(0x20000 + 10, vec![0, 2])],
+            FixMode {
+                leaks: true,
+                errors: true,
+            },
+            "all",
+        ),
+        (
+            "copied",
+            vec![(0x40000, vec![0, 0, 0, 0, 0, 5, 0, 0])],
+            FixMode {
+                leaks: true,
+                errors: true,
+            },
+            "all",
+        ),
+    ];
+    let mut errs = Vec::new();
+    for (name, patches, fix, mode) in cases {
+        let r = corrupt_image(
+            &d,
+            "r.qcow2",
+            &patches
+                .iter()
+                .map(|(o, b)| (*o, &b[..]))
+                .collect::<Vec<_>>(),
+        );
+        let m = d.path("m.qcow2");
+        std::fs::copy(&r, &m).expect("copy");
+        let out = Command::new("/usr/bin/qemu-img")
+            .args(["check", "-r", mode, &r.display().to_string()])
+            .output()
+            .expect("check");
+        let real_msgs: Vec<String> = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let report = open(&m, true).check(fix).expect("repair");
+        if report.messages != real_msgs {
+            errs.push(format!(
+                "{name}: messages real {real_msgs:?} ours {:?}",
+                report.messages
+            ));
+        }
+        let a = std::fs::read(&r).expect("r");
+        let b = std::fs::read(&m).expect("m");
+        if a != b {
+            let first = a.iter().zip(&b).position(|(x, y)| x != y);
+            errs.push(format!(
+                "{name}: bytes differ (lengths {} {}, first {first:x?})",
+                a.len(),
+                b.len()
+            ));
+        }
+    }
+    assert!(errs.is_empty(), "{}", errs.join("\n"));
+}
