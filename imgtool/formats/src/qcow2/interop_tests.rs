@@ -2323,7 +2323,8 @@ fn repair_matches_real_bytes_and_messages() {
         return;
     }
     let d = TempDir::new("repair");
-    let cases: Vec<(&str, Vec<(u64, Vec<u8>)>, FixMode, &str)> = vec![
+    type Repair<'a> = (&'a str, Vec<(u64, Vec<u8>)>, FixMode, &'a str);
+    let cases: Vec<Repair> = vec![
         (
             "low",
             vec![(0x20000 + 10, vec![0, 0])],
