@@ -2142,6 +2142,17 @@ fn open_errors_match_real_messages() {
         }
     }
     assert!(errs.is_empty(), "{}", errs.join("\n"));
+    // Truncated files: a cut L1 table reads as zeroes, a cut header fails.
+    assert_eq!(qemu_img(&["create", "-q", "-f", "qcow2", &ps, "1G"]).0, 0);
+    let data = std::fs::read(&p).expect("read");
+    std::fs::write(&p, &data[..196_610]).expect("truncate");
+    assert_eq!(our_check(&p), real_check(&p), "truncated L1");
+    std::fs::write(&p, &data[..100]).expect("truncate");
+    let file = ImageFile::open(&p, false).expect("open");
+    let e = Qcow2::open(file, &OpenOpts::default())
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(e.as_deref(), Some("qcow2 header too short"));
 }
 
 /// Randomly damaged metadata must give errors, never panics or hangs.

@@ -104,7 +104,7 @@ impl Qcow2 {
         file.read_at(&mut first, 0)?;
         let file_len = file.len()?;
         if file_len < 72 {
-            return Err(Error::corrupt("Image is not in qcow2 format"));
+            return Err(Error::corrupt("qcow2 header too short"));
         }
         // Peek the cluster size to read the whole first cluster.
         let cb = u32::from_be_bytes([first[20], first[21], first[22], first[23]]);
@@ -124,6 +124,9 @@ impl Qcow2 {
         let mut buf = vec![0u8; cs as usize];
         file.read_at(&mut buf, 0)?;
         let hdr = Header::parse(&buf)?;
+        if file_len < hdr.header_length as u64 {
+            return Err(Error::corrupt("qcow2 header too short"));
+        }
         if let Some(msg) = hdr.unknown_incompatible() {
             return Err(Error::unsupported(msg));
         }
@@ -214,7 +217,9 @@ impl Qcow2 {
         let mut l1 = vec![0u64; hdr.l1_size as usize];
         if hdr.l1_size > 0 {
             let mut raw = vec![0u8; l1_bytes as usize];
-            file.read_exact_at(&mut raw, hdr.l1_table_offset, "L1 table")?;
+            // Past the end of the file the table reads as zeroes (QEMU
+            // opens such truncated images too).
+            file.read_at(&mut raw, hdr.l1_table_offset)?;
             for (e, c) in l1.iter_mut().zip(raw.chunks_exact(8)) {
                 *e = u64::from_be_bytes(c.try_into().expect("chunks_exact(8) yields 8 bytes"));
             }
