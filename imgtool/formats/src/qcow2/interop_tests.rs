@@ -2413,3 +2413,51 @@ fn repair_matches_real_bytes_and_messages() {
     }
     assert!(errs.is_empty(), "{}", errs.join("\n"));
 }
+
+#[test]
+fn snapshot_errors_like_qemu() {
+    let d = TempDir::new("snaperr");
+    let p = d.path("s.qcow2");
+    create_ours(&p, 1 << 20, &[("refcount_bits", "1")]);
+    let mut img = open(&p, true);
+    img.write(0, &[1u8; 65536]).expect("write");
+    let e = img
+        .snapshot_create(&SnapshotInfo {
+            name: "a".into(),
+            ..SnapshotInfo::default()
+        })
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(e.as_deref(), Some("Invalid argument"));
+    assert_eq!(
+        img.snapshot_delete("zz")
+            .err()
+            .map(|e| e.to_string())
+            .as_deref(),
+        Some("snapshot not found")
+    );
+    assert_eq!(
+        img.snapshot_apply("zz")
+            .err()
+            .map(|e| e.to_string())
+            .as_deref(),
+        Some("Failed to load snapshot: No such file or directory")
+    );
+    drop(img);
+    // Nothing changed: the image is still clean.
+    let r = open(&p, false).check(FixMode::default()).expect("check");
+    assert_eq!((r.corruptions, r.leaks), (0, 0));
+    // Two snapshots may share a name.
+    let q = d.path("t.qcow2");
+    create_ours(&q, 1 << 20, &[]);
+    let mut img = open(&q, true);
+    for _ in 0..2 {
+        img.snapshot_create(&SnapshotInfo {
+            name: "same".into(),
+            ..SnapshotInfo::default()
+        })
+        .expect("snapshot");
+    }
+    let ids: Vec<String> = img.snapshots().into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, vec!["1".to_string(), "2".to_string()]);
+}
