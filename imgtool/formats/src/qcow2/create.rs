@@ -344,10 +344,15 @@ pub fn create(path: &Path, size: u64, opts: &CreateOpts) -> Result<()> {
         img.hdr.size = size;
         img.write_header()?;
     }
-    if p.backing_file.is_some() {
-        img.hdr.backing_file = p.backing_file.clone();
+    if let Some(name) = p.backing_file.clone() {
+        img.hdr.backing_file = Some(name.clone());
         img.hdr.backing_format = p.backing_fmt.clone();
-        img.write_header()?;
+        if let Err(e) = img.write_header() {
+            return Err(Error::invalid(format!(
+                "Could not assign backing file '{name}' with format '{}': {e}",
+                p.backing_fmt.as_deref().unwrap_or("")
+            )));
+        }
     }
     if p.prealloc != Prealloc::Off {
         img.preallocate(0, size, p.prealloc)?;
