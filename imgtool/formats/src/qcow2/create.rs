@@ -842,11 +842,15 @@ pub fn amend(img: &mut Qcow2, opts: &CreateOpts, _force: bool) -> Result<()> {
     let new_order = order.unwrap_or(img.hdr.refcount_order);
     if version < 3 {
         if new_order != 4 {
-            return Err(Error::invalid("compat=0.10 requires refcount_bits=16"));
+            return Err(Error::invalid(if opts.get("compat").is_some() {
+                "compat=0.10 requires refcount_bits=16"
+            } else {
+                "Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)"
+            }));
         }
         if lazy == Some(true) {
             return Err(Error::invalid(
-                "Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)",
+                "Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)",
             ));
         }
     }
@@ -885,14 +889,16 @@ fn upgrade(img: &mut Qcow2) -> Result<()> {
 }
 
 fn downgrade(img: &mut Qcow2) -> Result<()> {
-    if img.extended {
-        return Err(Error::unsupported(
-            "Cannot downgrade an image with extended L2 entries",
-        ));
+    let blocking = img.hdr.incompatible
+        & !(header::INCOMPAT_DIRTY | header::INCOMPAT_COMPRESSION | header::INCOMPAT_CORRUPT);
+    if blocking != 0 {
+        return Err(Error::unsupported(format!(
+            "Cannot downgrade an image with incompatible features {blocking:#x} set"
+        )));
     }
-    if img.compression != super::compress::CompressionType::Zlib {
+    if img.compression != super::compress::CompressionType::Zlib && has_compressed_clusters(img)? {
         return Err(Error::unsupported(
-            "Cannot downgrade an image with a non-zlib compression type",
+            "Cannot downgrade an image with zstd compression type and existing compressed clusters",
         ));
     }
     if img.hdr.refcount_order != 4 {
@@ -974,6 +980,7 @@ fn downgrade(img: &mut Qcow2) -> Result<()> {
             }
         }
     }
+    img.compression = super::compress::CompressionType::Zlib;
     img.hdr.version = 2;
     img.hdr.header_length = 72;
     img.hdr.incompatible = 0;
@@ -985,6 +992,39 @@ fn downgrade(img: &mut Qcow2) -> Result<()> {
     // Bitmaps stay recorded (QEMU keeps the extension; version 2 readers
     // then treat the bitmaps as inconsistent).
     img.write_header()
+}
+
+/// True if any L2 table (active or of a snapshot) maps a compressed cluster.
+fn has_compressed_clusters(img: &mut Qcow2) -> Result<bool> {
+    let mut l1s = vec![img.l1.clone()];
+    for s in img.snapshots.clone() {
+        let mut raw = vec![0u8; s.l1_size as usize * 8];
+        img.file.read_at(&mut raw, s.l1_offset)?;
+        l1s.push(
+            raw.chunks_exact(8)
+                .map(|c| u64::from_be_bytes(c.try_into().expect("chunks_exact(8) yields 8 bytes")))
+                .collect(),
+        );
+    }
+    let step = img.entry_words();
+    let mut seen = std::collections::BTreeSet::new();
+    for l1 in l1s {
+        for e in l1 {
+            let off = e & OFFSET_MASK;
+            if off == 0 || !seen.insert(off) {
+                continue;
+            }
+            let words = img.l2c.table(&img.file, off)?;
+            if words
+                .iter()
+                .step_by(step)
+                .any(|w| w & super::cluster::COMPRESSED != 0)
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Rewrites the refcount structures with a new entry width.

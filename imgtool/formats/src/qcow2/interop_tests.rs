@@ -1383,8 +1383,34 @@ fn maintenance_operations_match_real_bytes() {
         assert_eq!(qemu_img(&["snapshot", "-c", "s", &ps]).0, 0);
         qemu_io(p, &["write -z 0 64k", "write -P 3 3M 4k"]);
     };
+    let setup_with = |o: &'static str| {
+        move |p: &Path| {
+            let ps = p.display().to_string();
+            assert_eq!(
+                qemu_img(&["create", "-q", "-f", "qcow2", "-o", o, &ps, "4M"]).0,
+                0
+            );
+            qemu_io(p, &["write -P 1 0 100k", "write -z 1M 64k"]);
+        }
+    };
+    let setup_zstd = setup_with("compression_type=zstd");
+    let setup_lazy = setup_with("lazy_refcounts=on");
     type Amend<'a> = (&'a dyn Fn(&Path), Vec<&'a str>, Op);
     let more: Vec<Amend> = vec![
+        (
+            &setup_zstd,
+            vec!["amend", "-o", "compat=0.10"],
+            Box::new(move |i: &mut dyn BlockDriver| {
+                i.amend(&opts("compat", "0.10"), false).expect("amend")
+            }),
+        ),
+        (
+            &setup_lazy,
+            vec!["amend", "-o", "compat=0.10"],
+            Box::new(move |i: &mut dyn BlockDriver| {
+                i.amend(&opts("compat", "0.10"), false).expect("amend")
+            }),
+        ),
         (
             &setup_v2,
             vec!["amend", "-o", "compat=1.1"],
@@ -2460,4 +2486,48 @@ fn snapshot_errors_like_qemu() {
     }
     let ids: Vec<String> = img.snapshots().into_iter().map(|s| s.id).collect();
     assert_eq!(ids, vec!["1".to_string(), "2".to_string()]);
+}
+
+#[test]
+fn amend_errors_like_qemu() {
+    let d = TempDir::new("amenderr");
+    let amend_err = |create: &[(&str, &str)], k: &str, v: &str| {
+        let p = d.path("a.qcow2");
+        create_ours(&p, 1 << 20, create);
+        let mut img = open(&p, true);
+        let mut o = CreateOpts::new();
+        for (k, v) in k.split(',').zip(v.split(',')) {
+            o.set(k, v);
+        }
+        img.amend(&o, false).err().map(|e| e.to_string())
+    };
+    // Texts observed from qemu-img 10.0.2 amend.
+    assert_eq!(
+        amend_err(&[("extended_l2", "on")], "compat", "0.10").as_deref(),
+        Some("Cannot downgrade an image with incompatible features 0x10 set")
+    );
+    assert_eq!(
+        amend_err(&[("refcount_bits", "8")], "compat", "0.10").as_deref(),
+        Some("compat=0.10 requires refcount_bits=16")
+    );
+    assert_eq!(
+        amend_err(&[("compat", "0.10")], "refcount_bits", "8").as_deref(),
+        Some("Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)")
+    );
+    assert_eq!(
+        amend_err(&[("compat", "0.10")], "lazy_refcounts", "on").as_deref(),
+        Some("Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)")
+    );
+    assert_eq!(
+        amend_err(&[], "cluster_size", "4k").as_deref(),
+        Some("Invalid parameter 'cluster_size'\nThis option is only supported for image creation")
+    );
+    assert_eq!(
+        amend_err(&[], "backing_file", "x").as_deref(),
+        Some("Cannot amend the backing file\nYou can use 'qemu-img rebase' instead.")
+    );
+    assert_eq!(
+        amend_err(&[("compression_type", "zstd")], "compat", "0.10"),
+        None
+    );
 }
