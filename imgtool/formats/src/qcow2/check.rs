@@ -239,6 +239,12 @@ fn walk(img: &mut Qcow2) -> Result<Walk> {
         w.inc(b, cs, 1);
         w.refcount_meta.push(b >> cb);
     }
+    // The LUKS header (full disk encryption header pointer extension).
+    if let Some(c) = img.hdr.crypto_ext.as_ref().filter(|c| c.len() >= 16) {
+        let off = u64::from_be_bytes(c[0..8].try_into().expect("8-byte slice"));
+        let len = u64::from_be_bytes(c[8..16].try_into().expect("8-byte slice"));
+        w.inc(off, len.div_ceil(cs) * cs, 1);
+    }
     walk_bitmaps(img, &mut w)?;
     Ok(w)
 }
@@ -346,7 +352,7 @@ fn run_pass(img: &mut Qcow2, fix: FixMode) -> Result<CheckReport> {
     let mut corruptions = w.corruptions + low.len() as u64;
     if fix.errors && !low.is_empty() {
         w.messages.push("Rebuilding refcount structure".to_string());
-        rebuild(img, &w)?;
+        rebuild(img, &mut w)?;
         corruptions_fixed += low.len() as u64;
         corruptions -= low.len() as u64;
         leaks_fixed += leaked.len() as u64;
@@ -485,14 +491,32 @@ fn check_copied(img: &mut Qcow2, fix: bool, msgs: &mut Vec<String>) -> Result<(u
 
 /// Writes a fresh refcount structure holding the walked references at the
 /// end of the file and switches the header to it.
-fn rebuild(img: &mut Qcow2, w: &Walk) -> Result<()> {
-    let mut counts: Vec<u64> = w.refs.iter().map(|&r| r as u64).collect();
-    for &c in &w.refcount_meta {
-        if let Some(x) = counts.get_mut(c as usize) {
-            *x = x.saturating_sub(1);
+/// Like QEMU, the new structure first still counts the old refcount table
+/// and blocks; they are then repaired as leaks (freed and discarded).
+fn rebuild(img: &mut Qcow2, w: &mut Walk) -> Result<()> {
+    let counts: Vec<u64> = w.refs.iter().map(|&r| r as u64).collect();
+    write_structure(img, counts, img.hdr.refcount_order, false)?;
+    let cb = img.cluster_bits;
+    let mut old = w.refcount_meta.clone();
+    old.sort_unstable();
+    old.dedup();
+    for c in old {
+        let r = img.rc.get(&img.file, c)?;
+        let f = w
+            .refs
+            .get(c as usize)
+            .map_or(0, |&x| x as u64)
+            .saturating_sub(1);
+        if r > f {
+            w.messages
+                .push(format!("Repairing cluster {c} refcount={r} reference={f}"));
+            img.rc.update(&img.file, c, 1, -((r - f) as i64))?;
+            if img.rc.get(&img.file, c)? == 0 {
+                img.file.punch_hole(c << cb, 1 << cb)?;
+            }
         }
     }
-    write_structure(img, counts, img.hdr.refcount_order, false)
+    Ok(())
 }
 
 /// Lays out a complete refcount structure for `counts` (one entry per

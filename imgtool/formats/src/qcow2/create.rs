@@ -344,10 +344,15 @@ pub fn create(path: &Path, size: u64, opts: &CreateOpts) -> Result<()> {
         img.hdr.size = size;
         img.write_header()?;
     }
-    if p.backing_file.is_some() {
-        img.hdr.backing_file = p.backing_file.clone();
+    if let Some(name) = p.backing_file.clone() {
+        img.hdr.backing_file = Some(name.clone());
         img.hdr.backing_format = p.backing_fmt.clone();
-        img.write_header()?;
+        if let Err(e) = img.write_header() {
+            return Err(Error::invalid(format!(
+                "Could not assign backing file '{name}' with format '{}': {e}",
+                p.backing_fmt.as_deref().unwrap_or("")
+            )));
+        }
     }
     if p.prealloc != Prealloc::Off {
         img.preallocate(0, size, p.prealloc)?;
@@ -643,11 +648,6 @@ fn bitmaps_size(src: &dyn BlockDriver, cs: u64) -> u64 {
 
 /// `resize`.
 pub fn resize(img: &mut Qcow2, new_size: u64, prealloc: Prealloc, shrink: bool) -> Result<()> {
-    if !img.snapshots.is_empty() {
-        return Err(Error::unsupported(
-            "Can't resize an image which has snapshots",
-        ));
-    }
     let new_size = new_size.div_ceil(512) * 512;
     let old = img.hdr.size;
     let cb = img.cluster_bits;
@@ -659,17 +659,18 @@ pub fn resize(img: &mut Qcow2, new_size: u64, prealloc: Prealloc, shrink: bool) 
             ));
         }
         if prealloc != Prealloc::Off {
-            return Err(Error::unsupported(
-                "Preallocation can't be used for shrinking an image",
+            return Err(Error::invalid(
+                "Preallocation can only be used for growing images",
             ));
         }
         // Drop everything past the new end, then trim the file.
         let start = new_size.div_ceil(cs) * cs;
-        if start < old {
-            img.discard_range_full(start, old)?;
-        }
+        let freed = start < old && img.discard_range_full(start, old)?;
         img.hdr.size = new_size;
         img.file.write_at(&new_size.to_be_bytes(), 24)?;
+        for off in img.rc.drop_empty_blocks(&img.file)? {
+            img.file.punch_hole(off, cs)?;
+        }
         let mut last_used = 0;
         let total = img.file.len()?.div_ceil(cs);
         for c in (0..total).rev() {
@@ -680,6 +681,20 @@ pub fn resize(img: &mut Qcow2, new_size: u64, prealloc: Prealloc, shrink: bool) 
         }
         if last_used > 0 && (last_used << cb) < img.file.len()? {
             img.file.set_len(last_used << cb)?;
+        }
+        if freed {
+            // QEMU leaves every free cluster of a shrunk image discarded.
+            let mut c = 0;
+            while c < last_used {
+                if img.rc.get(&img.file, c)? == 0 {
+                    let s0 = c;
+                    while c < last_used && img.rc.get(&img.file, c)? == 0 {
+                        c += 1;
+                    }
+                    img.file.punch_hole(s0 << cb, (c - s0) << cb)?;
+                }
+                c += 1;
+            }
         }
         return Ok(());
     }
@@ -701,17 +716,22 @@ pub fn resize(img: &mut Qcow2, new_size: u64, prealloc: Prealloc, shrink: bool) 
 impl Qcow2 {
     /// Deallocates every cluster in `[start, end)` (cluster aligned start)
     /// so nothing references it any more (used by shrink).
-    fn discard_range_full(&mut self, start: u64, end: u64) -> Result<()> {
+    /// Returns true if anything was freed.
+    fn discard_range_full(&mut self, start: u64, end: u64) -> Result<bool> {
         let cb = self.cluster_bits;
         let span = self.span_bits();
         let mask = (1u64 << self.l2_bits) - 1;
         let mut pos = start;
+        let mut freed = false;
         while pos < end {
             let l1i = (pos >> span) as usize;
             let chunk_end = end.min(((l1i as u64) + 1) << span);
             let l2 = self.l1_entry_offset(l1i);
-            if l2 != 0 {
-                if pos == (l1i as u64) << span {
+            let whole = pos == (l1i as u64) << span;
+            // QEMU allocates the L2 table of a partially discarded range.
+            if l2 != 0 || !whole {
+                if whole {
+                    freed = true;
                     // The whole table goes: unlink it, then drop references.
                     self.set_l1(l1i, 0)?;
                     self.release_table(l2)?;
@@ -735,13 +755,14 @@ impl Qcow2 {
                         &words,
                     )?;
                     for h in releases {
+                        freed |= h != Held::Nothing;
                         self.release(h)?;
                     }
                 }
             }
             pos = chunk_end;
         }
-        Ok(())
+        Ok(freed)
     }
 
     /// Drops one reference (one L1 path) to the L2 table at `l2off`: the
@@ -827,11 +848,15 @@ pub fn amend(img: &mut Qcow2, opts: &CreateOpts, _force: bool) -> Result<()> {
     let new_order = order.unwrap_or(img.hdr.refcount_order);
     if version < 3 {
         if new_order != 4 {
-            return Err(Error::invalid("compat=0.10 requires refcount_bits=16"));
+            return Err(Error::invalid(if opts.get("compat").is_some() {
+                "compat=0.10 requires refcount_bits=16"
+            } else {
+                "Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)"
+            }));
         }
         if lazy == Some(true) {
             return Err(Error::invalid(
-                "Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)",
+                "Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)",
             ));
         }
     }
@@ -870,14 +895,16 @@ fn upgrade(img: &mut Qcow2) -> Result<()> {
 }
 
 fn downgrade(img: &mut Qcow2) -> Result<()> {
-    if img.extended {
-        return Err(Error::unsupported(
-            "Cannot downgrade an image with extended L2 entries",
-        ));
+    let blocking = img.hdr.incompatible
+        & !(header::INCOMPAT_DIRTY | header::INCOMPAT_COMPRESSION | header::INCOMPAT_CORRUPT);
+    if blocking != 0 {
+        return Err(Error::unsupported(format!(
+            "Cannot downgrade an image with incompatible features {blocking:#x} set"
+        )));
     }
-    if img.compression != super::compress::CompressionType::Zlib {
+    if img.compression != super::compress::CompressionType::Zlib && has_compressed_clusters(img)? {
         return Err(Error::unsupported(
-            "Cannot downgrade an image with a non-zlib compression type",
+            "Cannot downgrade an image with zstd compression type and existing compressed clusters",
         ));
     }
     if img.hdr.refcount_order != 4 {
@@ -959,6 +986,7 @@ fn downgrade(img: &mut Qcow2) -> Result<()> {
             }
         }
     }
+    img.compression = super::compress::CompressionType::Zlib;
     img.hdr.version = 2;
     img.hdr.header_length = 72;
     img.hdr.incompatible = 0;
@@ -970,6 +998,39 @@ fn downgrade(img: &mut Qcow2) -> Result<()> {
     // Bitmaps stay recorded (QEMU keeps the extension; version 2 readers
     // then treat the bitmaps as inconsistent).
     img.write_header()
+}
+
+/// True if any L2 table (active or of a snapshot) maps a compressed cluster.
+fn has_compressed_clusters(img: &mut Qcow2) -> Result<bool> {
+    let mut l1s = vec![img.l1.clone()];
+    for s in img.snapshots.clone() {
+        let mut raw = vec![0u8; s.l1_size as usize * 8];
+        img.file.read_at(&mut raw, s.l1_offset)?;
+        l1s.push(
+            raw.chunks_exact(8)
+                .map(|c| u64::from_be_bytes(c.try_into().expect("chunks_exact(8) yields 8 bytes")))
+                .collect(),
+        );
+    }
+    let step = img.entry_words();
+    let mut seen = std::collections::BTreeSet::new();
+    for l1 in l1s {
+        for e in l1 {
+            let off = e & OFFSET_MASK;
+            if off == 0 || !seen.insert(off) {
+                continue;
+            }
+            let words = img.l2c.table(&img.file, off)?;
+            if words
+                .iter()
+                .step_by(step)
+                .any(|w| w & super::cluster::COMPRESSED != 0)
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Rewrites the refcount structures with a new entry width.

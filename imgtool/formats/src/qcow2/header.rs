@@ -330,11 +330,14 @@ impl Header {
                 self.backing_file_size = 0;
             }
         }
+        if name.as_ref().is_some_and(|n| n.len() > 1023)
+            || self.backing_format.as_ref().is_some_and(|f| f.len() > 1023)
+        {
+            return Err(Error::invalid("Invalid argument"));
+        }
         let total = name_off + name.as_ref().map_or(0, |n| n.len());
         if total as u64 > self.cluster_size() {
-            return Err(Error::invalid(
-                "Header and backing file name do not fit in the first cluster",
-            ));
+            return Err(Error::invalid("No space left in the file header"));
         }
         out[0..4].copy_from_slice(&MAGIC.to_be_bytes());
         out[4..8].copy_from_slice(&self.version.to_be_bytes());

@@ -1278,7 +1278,14 @@ fn same_as_real(
     std::fs::copy(&r, &m).expect("copy");
     let rs = r.display().to_string();
     let mut args: Vec<&str> = real.to_vec();
-    args.push(&rs);
+    if real.first() == Some(&"resize") {
+        // qemu-img resize FILE SIZE
+        let size = args.pop().expect("resize has a size");
+        args.push(&rs);
+        args.push(size);
+    } else {
+        args.push(&rs);
+    }
     let (rc, out) = qemu_img(&args);
     if rc != 0 {
         return Err(format!("real failed: {out}"));
@@ -1376,8 +1383,34 @@ fn maintenance_operations_match_real_bytes() {
         assert_eq!(qemu_img(&["snapshot", "-c", "s", &ps]).0, 0);
         qemu_io(p, &["write -z 0 64k", "write -P 3 3M 4k"]);
     };
+    let setup_with = |o: &'static str| {
+        move |p: &Path| {
+            let ps = p.display().to_string();
+            assert_eq!(
+                qemu_img(&["create", "-q", "-f", "qcow2", "-o", o, &ps, "4M"]).0,
+                0
+            );
+            qemu_io(p, &["write -P 1 0 100k", "write -z 1M 64k"]);
+        }
+    };
+    let setup_zstd = setup_with("compression_type=zstd");
+    let setup_lazy = setup_with("lazy_refcounts=on");
     type Amend<'a> = (&'a dyn Fn(&Path), Vec<&'a str>, Op);
     let more: Vec<Amend> = vec![
+        (
+            &setup_zstd,
+            vec!["amend", "-o", "compat=0.10"],
+            Box::new(move |i: &mut dyn BlockDriver| {
+                i.amend(&opts("compat", "0.10"), false).expect("amend")
+            }),
+        ),
+        (
+            &setup_lazy,
+            vec!["amend", "-o", "compat=0.10"],
+            Box::new(move |i: &mut dyn BlockDriver| {
+                i.amend(&opts("compat", "0.10"), false).expect("amend")
+            }),
+        ),
         (
             &setup_v2,
             vec!["amend", "-o", "compat=1.1"],
@@ -1400,6 +1433,21 @@ fn maintenance_operations_match_real_bytes() {
             }),
         ),
     ];
+    // Resizing with internal snapshots, shrinking in the middle of tables.
+    for size in ["9M", "3M", "100k", "3500k", "2100k"] {
+        let sz = crate::size::parse_size(size).expect("size");
+        let op: Op = Box::new(move |i: &mut dyn BlockDriver| {
+            i.resize(sz, Prealloc::Off, true).expect("resize")
+        });
+        if let Err(e) = same_as_real(
+            &d,
+            &setup_snap,
+            &["resize", "-q", "--shrink", size],
+            op.as_ref(),
+        ) {
+            errs.push(e);
+        }
+    }
     for (setup_fn, real, ours) in more {
         if let Err(e) = same_as_real(&d, setup_fn, &real, ours.as_ref()) {
             errs.push(e);
@@ -2120,6 +2168,17 @@ fn open_errors_match_real_messages() {
         }
     }
     assert!(errs.is_empty(), "{}", errs.join("\n"));
+    // Truncated files: a cut L1 table reads as zeroes, a cut header fails.
+    assert_eq!(qemu_img(&["create", "-q", "-f", "qcow2", &ps, "1G"]).0, 0);
+    let data = std::fs::read(&p).expect("read");
+    std::fs::write(&p, &data[..196_610]).expect("truncate");
+    assert_eq!(our_check(&p), real_check(&p), "truncated L1");
+    std::fs::write(&p, &data[..100]).expect("truncate");
+    let file = ImageFile::open(&p, false).expect("open");
+    let e = Qcow2::open(file, &OpenOpts::default())
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(e.as_deref(), Some("qcow2 header too short"));
 }
 
 /// Randomly damaged metadata must give errors, never panics or hangs.
@@ -2194,4 +2253,281 @@ fn random_corruption_never_panics() {
         });
         assert!(r.is_ok(), "panic in round {round}");
     }
+}
+
+#[test]
+fn encrypted_images_open_read_only_for_metadata() {
+    if !have_qemu() {
+        return;
+    }
+    let d = TempDir::new("crypt");
+    for fmt in ["aes", "luks"] {
+        let p = d.path("c.qcow2");
+        let ps = p.display().to_string();
+        let o = if fmt == "luks" {
+            "encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10".to_string()
+        } else {
+            "encrypt.format=aes,encrypt.key-secret=s".to_string()
+        };
+        let (rc, out) = qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            &o,
+            "--object",
+            "secret,id=s,data=abc",
+            &ps,
+            "1M",
+        ]);
+        assert_eq!(rc, 0, "{out}");
+        let file = ImageFile::open(&p, true).expect("open");
+        assert!(Qcow2::open(
+            file,
+            &OpenOpts {
+                writable: true,
+                ..OpenOpts::default()
+            }
+        )
+        .is_err());
+        let mut img = open(&p, false);
+        assert!(img.encrypted());
+        let fs = img.format_specific().expect("info");
+        let enc = fs.get("encrypt").and_then(|e| e.get("format")).cloned();
+        assert_eq!(enc, Some(crate::Value::Str(fmt.into())));
+        let mut buf = [0u8; 512];
+        assert!(img.read(0, &mut buf).is_err());
+        let spec = format!("driver=qcow2,file.filename={ps},encrypt.key-secret=s");
+        let (rc, out) = qemu_img(&[
+            "check",
+            "--output=json",
+            "--object",
+            "secret,id=s,data=abc",
+            "--image-opts",
+            &spec,
+        ]);
+        assert_eq!(rc, 0, "{out}");
+        let r = our_check(&p);
+        assert!(r.0.is_empty(), "{fmt}: {:?}", r.0);
+        for (k, v) in r.1 {
+            if k != "check-errors" {
+                assert!(
+                    out.contains(&format!("\"{k}\": {v}")),
+                    "{fmt}: {k}={v} vs {out}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn snapshot_across_resize_matches_real_bytes() {
+    if !have_qemu() {
+        return;
+    }
+    let d = TempDir::new("snapresize");
+    for cs in ["64k", "512"] {
+        let setup = |p: &Path| {
+            let ps = p.display().to_string();
+            let o = format!("cluster_size={cs}");
+            assert_eq!(
+                qemu_img(&["create", "-q", "-f", "qcow2", "-o", &o, &ps, "1M"]).0,
+                0
+            );
+            qemu_io(p, &["write -P 1 0 100k"]);
+            assert_eq!(qemu_img(&["snapshot", "-c", "small", &ps]).0, 0);
+            assert_eq!(qemu_img(&["resize", "-q", &ps, "5M"]).0, 0);
+            qemu_io(p, &["write -P 2 3M 100k"]);
+        };
+        let apply = |i: &mut dyn BlockDriver| i.snapshot_apply("small").expect("apply");
+        if let Err(e) = same_as_real(&d, &setup, &["snapshot", "-a", "small"], &apply) {
+            let mut data = std::fs::read(d.path("real.qcow2")).expect("r");
+            let mut mine = std::fs::read(d.path("mine.qcow2")).expect("m");
+            mask_snapshot_dates(&mut data);
+            mask_snapshot_dates(&mut mine);
+            assert!(data == mine, "{cs}: {e}");
+        }
+        let m = d.path("mine.qcow2");
+        assert_clean(&m);
+        assert_eq!(open(&m, false).size(), 1 << 20);
+    }
+}
+
+#[test]
+fn repair_matches_real_bytes_and_messages() {
+    if !have_qemu() {
+        return;
+    }
+    let d = TempDir::new("repair");
+    type Repair<'a> = (&'a str, Vec<(u64, Vec<u8>)>, FixMode, &'a str);
+    let cases: Vec<Repair> = vec![
+        (
+            "low",
+            vec![(0x20000 + 10, vec![0, 0])],
+            FixMode {
+                leaks: true,
+                errors: true,
+            },
+            "all",
+        ),
+        (
+            "leak",
+            vec![(0x20000 + 10, vec![0, 2])],
+            FixMode {
+                leaks: true,
+                errors: false,
+            },
+            "leaks",
+        ),
+        (
+            "leak all",
+            vec![(0x20000 + 10, vec![0, 2])],
+            FixMode {
+                leaks: true,
+                errors: true,
+            },
+            "all",
+        ),
+        (
+            "copied",
+            vec![(0x40000, vec![0, 0, 0, 0, 0, 5, 0, 0])],
+            FixMode {
+                leaks: true,
+                errors: true,
+            },
+            "all",
+        ),
+    ];
+    let mut errs = Vec::new();
+    for (name, patches, fix, mode) in cases {
+        let r = corrupt_image(
+            &d,
+            "r.qcow2",
+            &patches
+                .iter()
+                .map(|(o, b)| (*o, &b[..]))
+                .collect::<Vec<_>>(),
+        );
+        let m = d.path("m.qcow2");
+        std::fs::copy(&r, &m).expect("copy");
+        let out = Command::new("/usr/bin/qemu-img")
+            .args(["check", "-r", mode, &r.display().to_string()])
+            .output()
+            .expect("check");
+        let real_msgs: Vec<String> = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let report = open(&m, true).check(fix).expect("repair");
+        if report.messages != real_msgs {
+            errs.push(format!(
+                "{name}: messages real {real_msgs:?} ours {:?}",
+                report.messages
+            ));
+        }
+        let a = std::fs::read(&r).expect("r");
+        let b = std::fs::read(&m).expect("m");
+        if a != b {
+            let first = a.iter().zip(&b).position(|(x, y)| x != y);
+            errs.push(format!(
+                "{name}: bytes differ (lengths {} {}, first {first:x?})",
+                a.len(),
+                b.len()
+            ));
+        }
+    }
+    assert!(errs.is_empty(), "{}", errs.join("\n"));
+}
+
+#[test]
+fn snapshot_errors_like_qemu() {
+    let d = TempDir::new("snaperr");
+    let p = d.path("s.qcow2");
+    create_ours(&p, 1 << 20, &[("refcount_bits", "1")]);
+    let mut img = open(&p, true);
+    img.write(0, &[1u8; 65536]).expect("write");
+    let e = img
+        .snapshot_create(&SnapshotInfo {
+            name: "a".into(),
+            ..SnapshotInfo::default()
+        })
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(e.as_deref(), Some("Invalid argument"));
+    assert_eq!(
+        img.snapshot_delete("zz")
+            .err()
+            .map(|e| e.to_string())
+            .as_deref(),
+        Some("snapshot not found")
+    );
+    assert_eq!(
+        img.snapshot_apply("zz")
+            .err()
+            .map(|e| e.to_string())
+            .as_deref(),
+        Some("Failed to load snapshot: No such file or directory")
+    );
+    drop(img);
+    // Nothing changed: the image is still clean.
+    let r = open(&p, false).check(FixMode::default()).expect("check");
+    assert_eq!((r.corruptions, r.leaks), (0, 0));
+    // Two snapshots may share a name.
+    let q = d.path("t.qcow2");
+    create_ours(&q, 1 << 20, &[]);
+    let mut img = open(&q, true);
+    for _ in 0..2 {
+        img.snapshot_create(&SnapshotInfo {
+            name: "same".into(),
+            ..SnapshotInfo::default()
+        })
+        .expect("snapshot");
+    }
+    let ids: Vec<String> = img.snapshots().into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, vec!["1".to_string(), "2".to_string()]);
+}
+
+#[test]
+fn amend_errors_like_qemu() {
+    let d = TempDir::new("amenderr");
+    let amend_err = |create: &[(&str, &str)], k: &str, v: &str| {
+        let p = d.path("a.qcow2");
+        create_ours(&p, 1 << 20, create);
+        let mut img = open(&p, true);
+        let mut o = CreateOpts::new();
+        for (k, v) in k.split(',').zip(v.split(',')) {
+            o.set(k, v);
+        }
+        img.amend(&o, false).err().map(|e| e.to_string())
+    };
+    // Texts observed from qemu-img 10.0.2 amend.
+    assert_eq!(
+        amend_err(&[("extended_l2", "on")], "compat", "0.10").as_deref(),
+        Some("Cannot downgrade an image with incompatible features 0x10 set")
+    );
+    assert_eq!(
+        amend_err(&[("refcount_bits", "8")], "compat", "0.10").as_deref(),
+        Some("compat=0.10 requires refcount_bits=16")
+    );
+    assert_eq!(
+        amend_err(&[("compat", "0.10")], "refcount_bits", "8").as_deref(),
+        Some("Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)")
+    );
+    assert_eq!(
+        amend_err(&[("compat", "0.10")], "lazy_refcounts", "on").as_deref(),
+        Some("Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)")
+    );
+    assert_eq!(
+        amend_err(&[], "cluster_size", "4k").as_deref(),
+        Some("Invalid parameter 'cluster_size'\nThis option is only supported for image creation")
+    );
+    assert_eq!(
+        amend_err(&[], "backing_file", "x").as_deref(),
+        Some("Cannot amend the backing file\nYou can use 'qemu-img rebase' instead.")
+    );
+    assert_eq!(
+        amend_err(&[("compression_type", "zstd")], "compat", "0.10"),
+        None
+    );
 }

@@ -163,6 +163,11 @@ impl Qcow2 {
 
     /// Reads guest bytes (range already checked).
     pub(super) fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        if self.hdr.crypt_method != 0 {
+            return Err(Error::unsupported(
+                "Encrypted qcow2 images (AES or LUKS) are not supported",
+            ));
+        }
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;

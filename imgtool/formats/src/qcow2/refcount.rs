@@ -395,6 +395,37 @@ impl Refcounts {
         Ok(c - first)
     }
 
+    /// Drops refcount blocks that describe no used cluster (other than
+    /// themselves), as QEMU does when shrinking. Returns the freed block
+    /// offsets.
+    pub fn drop_empty_blocks(&mut self, file: &ImageFile) -> Result<Vec<u64>> {
+        let bb = self.block_bits();
+        let mut freed = Vec::new();
+        for ti in 1..self.table.len() {
+            let off = self.block_offset(ti);
+            if off == 0 {
+                continue;
+            }
+            let own = off >> self.cluster_bits;
+            let self_idx = ((own >> bb) as usize == ti).then_some((own & ((1 << bb) - 1)) as usize);
+            let i = self.block(file, off)?;
+            let n = 1usize << bb;
+            let empty = (0..n)
+                .filter(|&k| Some(k) != self_idx)
+                .all(|k| Self::get_entry(self.order, &self.cache[i].data, k) == 0);
+            if !empty {
+                continue;
+            }
+            self.set_table_entry(file, ti, 0)?;
+            self.cache.retain(|b| b.offset != off);
+            if self_idx.is_none() {
+                self.update(file, own, 1, -1)?;
+            }
+            freed.push(off);
+        }
+        Ok(freed)
+    }
+
     fn set_table_entry(&mut self, file: &ImageFile, ti: usize, off: u64) -> Result<()> {
         self.table[ti] = off;
         file.write_at(&off.to_be_bytes(), self.table_offset + ti as u64 * 8)

@@ -244,6 +244,37 @@ impl Qcow2 {
         Ok(new_l1)
     }
 
+    /// True if taking one more reference on everything `l1` reaches would
+    /// overflow a refcount.
+    fn refs_would_overflow(&mut self, l1: &[u64]) -> Result<bool> {
+        let cb = self.cluster_bits;
+        let max = self.rc.max_refcount();
+        let step = self.entry_words();
+        for &e in l1 {
+            let off = e & OFFSET_MASK;
+            if off == 0 {
+                continue;
+            }
+            if self.rc.get(&self.file, off >> cb)? >= max {
+                return Ok(true);
+            }
+            let words = self.l2c.table(&self.file, off)?.to_vec();
+            for i in (0..words.len()).step_by(step) {
+                let (first, n) = match self.held(words[i]) {
+                    Held::Nothing => continue,
+                    Held::Host(h) => (h >> cb, 1),
+                    Held::Compressed(d) => d.clusters(cb),
+                };
+                for c in first..first + n {
+                    if self.rc.get(&self.file, c)? >= max {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// Drops one reference on clusters `[first, first+n)` and punches those
     /// that became free (QEMU discards them for snapshot operations).
     fn free_discard(&mut self, first: u64, n: u64) -> Result<()> {
@@ -328,16 +359,7 @@ impl Qcow2 {
 
     /// Creates an internal snapshot of the active state.
     pub(super) fn create_snapshot(&mut self, info: &SnapshotInfo) -> Result<()> {
-        if self
-            .snapshots
-            .iter()
-            .any(|s| s.name == info.name && !info.name.is_empty())
-        {
-            return Err(Error::invalid(format!(
-                "Could not create snapshot '{}': snapshot with name '{}' already exists",
-                info.name, info.name
-            )));
-        }
+        // (QEMU allows several snapshots with the same name.)
         if self.snapshots.len() as u32 >= MAX_SNAPSHOTS {
             return Err(Error::invalid("Too many snapshots"));
         }
@@ -355,6 +377,11 @@ impl Qcow2 {
         let cb = self.cluster_bits;
         let cs = self.cluster_size();
         let l1 = self.l1.clone();
+        // Refuse before changing anything if a refcount would overflow
+        // (QEMU fails with EINVAL, e.g. with 1-bit refcounts).
+        if self.refs_would_overflow(&l1)? {
+            return Err(Error::invalid("Invalid argument"));
+        }
         self.update_l1_refs(&l1, None, 1)?;
         // The copy keeps the flags as they were (QEMU copies the table
         // verbatim; flags only matter in the active table).
@@ -391,12 +418,18 @@ impl Qcow2 {
     /// Reverts the active state to a snapshot.
     pub(super) fn apply_snapshot(&mut self, id_or_name: &str) -> Result<()> {
         let idx = self.snapshot_index(id_or_name).ok_or_else(|| {
-            Error::invalid(format!(
-                "Could not apply snapshot '{id_or_name}': snapshot not found"
-            ))
+            // qemu-img's text; the caller prefixes "Could not apply snapshot 'x': ".
+            Error::invalid("Failed to load snapshot: No such file or directory")
         })?;
         let s = self.snapshots[idx].clone();
         let snap_l1 = self.read_l1(s.l1_offset, s.l1_size)?;
+        // A different disk size is set first, as a resize (QEMU shrinks or
+        // grows the active state, then switches the L1 table).
+        if let Some(size) = s.disk_size {
+            if size != self.hdr.size {
+                super::create::resize(self, size, crate::file::Prealloc::Off, true)?;
+            }
+        }
         let snap_l1 = self.update_l1_refs(&snap_l1, Some(s.l1_offset), 1)?;
         if snap_l1.len() > self.l1.len() {
             self.grow_l1(snap_l1.len())?;
@@ -407,12 +440,6 @@ impl Qcow2 {
         self.write_l1_at(&new, self.hdr.l1_table_offset)?;
         self.l1 = new;
         self.update_l1_refs(&old, None, -1)?;
-        if let Some(size) = s.disk_size {
-            if size != self.hdr.size {
-                self.hdr.size = size;
-                self.file.write_at(&size.to_be_bytes(), 24)?;
-            }
-        }
         self.l2c.clear();
         self.fix_copied_flags()
     }
@@ -452,9 +479,8 @@ impl Qcow2 {
     /// Deletes a snapshot and frees what only it referenced.
     pub(super) fn delete_snapshot(&mut self, id_or_name: &str) -> Result<()> {
         let idx = self.snapshot_index(id_or_name).ok_or_else(|| {
-            Error::invalid(format!(
-                "Could not delete snapshot '{id_or_name}': snapshot not found"
-            ))
+            // qemu-img's text; the caller prefixes "Could not delete snapshot 'x': ".
+            Error::invalid("snapshot not found")
         })?;
         let s = self.snapshots[idx].clone();
         let snap_l1 = self.read_l1(s.l1_offset, s.l1_size)?;
