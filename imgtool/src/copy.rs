@@ -2,7 +2,7 @@
 //! zero detection, chain-aware block status, and compression of clusters on
 //! all cores while the image is written in order on this thread.
 
-use imgformats::{Alloc, BlockDriver, Compressor, Result};
+use imgformats::{Alloc, BlockDriver, Result};
 
 /// Largest buffer moved in one read/write.
 pub const CHUNK: u64 = 2 << 20;
@@ -62,6 +62,28 @@ pub fn chain_run(
     }
 }
 
+/// Like [`chain_run`], but joins following runs of the same kind (up to
+/// `want` bytes), so one read covers many clusters (compressed clusters are
+/// reported one by one; a multi-cluster read lets the driver inflate them
+/// in parallel).
+pub fn coalesced_run(
+    src: &mut dyn BlockDriver,
+    off: u64,
+    want: u64,
+    depth: Option<usize>,
+) -> Result<(u64, RunKind)> {
+    let (len, kind) = chain_run(src, off, want, depth)?;
+    let mut len = len.clamp(1, want);
+    while len < want {
+        let (next, k) = chain_run(src, off + len, want - len, depth)?;
+        if k != kind {
+            break;
+        }
+        len += next.clamp(1, want - len);
+    }
+    Ok((len, kind))
+}
+
 /// One piece of a source produced by [`read_ahead`].
 pub struct Piece {
     /// Offset in the source.
@@ -98,8 +120,7 @@ where
             let mut off = 0u64;
             while off < size {
                 let want = (size - off).min(chunk);
-                let piece = chain_run(src, off, want, depth).and_then(|(len, kind)| {
-                    let len = len.clamp(1, want);
+                let piece = coalesced_run(src, off, want, depth).and_then(|(len, kind)| {
                     let mut data = Vec::new();
                     if kind == RunKind::Data {
                         data = empty_rx.try_recv().unwrap_or_default();
@@ -132,62 +153,6 @@ where
         }
         Ok(())
     })
-}
-
-/// Compresses clusters in parallel. Jobs are handed out in order and
-/// results returned in the same order, so the writer stays sequential.
-pub struct ParallelCompressor<'a> {
-    compressor: &'a dyn Compressor,
-    threads: usize,
-}
-
-impl<'a> ParallelCompressor<'a> {
-    /// Uses every available core.
-    pub fn new(compressor: &'a dyn Compressor) -> ParallelCompressor<'a> {
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .max(1);
-        ParallelCompressor {
-            compressor,
-            threads,
-        }
-    }
-
-    /// Number of worker threads used.
-    pub fn threads(&self) -> usize {
-        self.threads
-    }
-
-    /// Compresses each `cluster_size` piece of `data` (the last may be
-    /// short). `None` entries did not shrink and are written plainly; zero
-    /// clusters are reported as `Some(empty)` so callers can skip them.
-    pub fn compress_all(&self, data: &[u8], cluster_size: usize) -> Vec<Option<Vec<u8>>> {
-        let pieces: Vec<&[u8]> = data.chunks(cluster_size).collect();
-        let n = pieces.len();
-        let mut out: Vec<Option<Vec<u8>>> = vec![None; n];
-        if n == 0 {
-            return out;
-        }
-        let per = n.div_ceil(self.threads);
-        std::thread::scope(|s| {
-            for (slot, work) in out.chunks_mut(per).zip(pieces.chunks(per)) {
-                let c = self.compressor;
-                s.spawn(move || {
-                    for (o, piece) in slot.iter_mut().zip(work) {
-                        *o = if is_zero(piece) {
-                            Some(Vec::new())
-                        } else if looks_incompressible(piece) {
-                            None
-                        } else {
-                            c.compress(piece)
-                        };
-                    }
-                });
-            }
-        });
-        out
-    }
 }
 
 /// True when a cluster is so close to uniformly random that deflate with

@@ -350,15 +350,71 @@ fn backing_loops_are_errors_not_hangs() {
 fn commit_with_base_through_depth_3() {
     let t = TempDir::new("q2commitb");
     let io = std::path::PathBuf::from("/usr/bin/qemu-io");
-    ok(t.path(), &real(), &["create", "-q", "-f", "qcow2", "base.qcow2", "4M"]);
-    ok(t.path(), &io, &["-f", "qcow2", "-c", "write -P 0x01 0 4M", "base.qcow2"]);
-    ok(t.path(), &real(), &["create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "mid.qcow2"]);
-    ok(t.path(), &io, &["-f", "qcow2", "-c", "write -P 0x02 1M 100k", "mid.qcow2"]);
-    ok(t.path(), &real(), &["create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", "top.qcow2"]);
-    ok(t.path(), &io, &["-f", "qcow2", "-c", "write -P 0x03 1050k 3k", "top.qcow2"]);
-    ok(t.path(), &io, &["-f", "qcow2", "-c", "write -z 3M 64k", "top.qcow2"]);
-    ok(t.path(), &real(), &["convert", "-O", "raw", "top.qcow2", "want.raw"]);
-    let out = ok(t.path(), &ours(), &["commit", "-b", "base.qcow2", "top.qcow2"]);
+    ok(
+        t.path(),
+        &real(),
+        &["create", "-q", "-f", "qcow2", "base.qcow2", "4M"],
+    );
+    ok(
+        t.path(),
+        &io,
+        &["-f", "qcow2", "-c", "write -P 0x01 0 4M", "base.qcow2"],
+    );
+    ok(
+        t.path(),
+        &real(),
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "mid.qcow2",
+        ],
+    );
+    ok(
+        t.path(),
+        &io,
+        &["-f", "qcow2", "-c", "write -P 0x02 1M 100k", "mid.qcow2"],
+    );
+    ok(
+        t.path(),
+        &real(),
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "mid.qcow2",
+            "-F",
+            "qcow2",
+            "top.qcow2",
+        ],
+    );
+    ok(
+        t.path(),
+        &io,
+        &["-f", "qcow2", "-c", "write -P 0x03 1050k 3k", "top.qcow2"],
+    );
+    ok(
+        t.path(),
+        &io,
+        &["-f", "qcow2", "-c", "write -z 3M 64k", "top.qcow2"],
+    );
+    ok(
+        t.path(),
+        &real(),
+        &["convert", "-O", "raw", "top.qcow2", "want.raw"],
+    );
+    let out = ok(
+        t.path(),
+        &ours(),
+        &["commit", "-b", "base.qcow2", "top.qcow2"],
+    );
     assert_eq!(out, "Image committed.\n");
     for img in ["base.qcow2", "mid.qcow2", "top.qcow2"] {
         ok(t.path(), &real(), &["check", img]);
@@ -367,5 +423,8 @@ fn commit_with_base_through_depth_3() {
     // -b implies -d: the top image still holds its data.
     assert_same(t.path(), "want.raw", "top.qcow2");
     let map = ok(t.path(), &real(), &["map", "--output=json", "top.qcow2"]);
-    assert!(map.contains("\"depth\": 0, \"present\": true, \"zero\": false, \"data\": true"), "{map}");
+    assert!(
+        map.contains("\"depth\": 0, \"present\": true, \"zero\": false, \"data\": true"),
+        "{map}"
+    );
 }

@@ -10,7 +10,7 @@ use crate::args::opt;
 use crate::cmd::create::{merge_opts, print_opts_help, wants_help};
 use crate::cmd::measure::{load_snapshot, SnapshotParam};
 use crate::common::{self, parse_cmd, CmdResult, Fail, ImageSpec, OpenParams, Progress, Secrets};
-use crate::copy::{chain_run, is_zero, read_ahead, ParallelCompressor, Piece, RunKind, CHUNK};
+use crate::copy::{chain_run, is_zero, looks_incompressible, read_ahead, Piece, RunKind, CHUNK};
 
 const HELP: &str = "Copy one image to another with optional format conversion.  Usage:
 
@@ -300,6 +300,28 @@ pub fn run(argv: &[String]) -> CmdResult {
     Ok(0)
 }
 
+/// A cluster handed to a compression worker.
+struct CJob {
+    seq: u64,
+    off: u64,
+    data: Vec<u8>,
+}
+
+/// What a worker made of a cluster.
+enum COutcome {
+    Zero,
+    Compressed(Vec<u8>),
+    Plain,
+}
+
+/// A worker's result, written in `seq` order.
+struct CDone {
+    seq: u64,
+    off: u64,
+    data: Vec<u8>,
+    outcome: COutcome,
+}
+
 /// Copies runs of a source chain into a target at an offset.
 pub struct Copier<'a> {
     pub target: &'a mut dyn BlockDriver,
@@ -408,6 +430,9 @@ impl Copier<'_> {
         size: u64,
         progress: &mut Progress,
     ) -> Result<(), Fail> {
+        use std::collections::BTreeMap;
+        use std::sync::{mpsc, Mutex};
+
         let Some(compressor) = self.target.compressor() else {
             return Err(Fail::msg("Compression not supported for this file format"));
         };
@@ -417,41 +442,120 @@ impl Copier<'_> {
                 "Compressed output needs each source to start on a cluster boundary of the target",
             ));
         }
-        let pc = ParallelCompressor::new(compressor.as_ref());
-        // A few clusters per core per batch: enough to keep every core busy,
-        // small enough that peak memory stays near the real qemu-img's.
-        let batch = cluster * (pc.threads() as u64 * 4).max(8);
-        let mut buf = Vec::new();
-        let mut off = 0u64;
-        while off < size {
-            let len = (size - off).min(batch);
-            // Skip whole zero runs without reading them.
-            let (run, kind) = chain_run(src, off, len, None)?;
-            if kind != RunKind::Data && run >= cluster {
-                let skip = run / cluster * cluster;
-                self.zero_out(base + off, skip)?;
-                off += skip;
-                self.done += skip;
-                progress.update(self.done, self.total);
-                continue;
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .max(1);
+        // Clusters go to a pool of compressing workers (one per core) and
+        // come back tagged with their sequence number; this thread reads the
+        // source, hands out clusters and writes the results in order. A few
+        // clusters per worker are in flight, so memory stays small.
+        let (job_tx, job_rx) = mpsc::sync_channel::<CJob>(threads * 4);
+        let job_rx = Mutex::new(job_rx);
+        let (done_tx, done_rx) = mpsc::channel::<CDone>();
+        let comp: &dyn imgformats::Compressor = compressor.as_ref();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                let done_tx = done_tx.clone();
+                let job_rx = &job_rx;
+                s.spawn(move || loop {
+                    let job = {
+                        let Ok(rx) = job_rx.lock() else { return };
+                        match rx.recv() {
+                            Ok(j) => j,
+                            Err(_) => return,
+                        }
+                    };
+                    let outcome = if is_zero(&job.data) {
+                        COutcome::Zero
+                    } else if looks_incompressible(&job.data) {
+                        COutcome::Plain
+                    } else {
+                        match comp.compress(&job.data) {
+                            Some(v) => COutcome::Compressed(v),
+                            None => COutcome::Plain,
+                        }
+                    };
+                    let done = CDone {
+                        seq: job.seq,
+                        off: job.off,
+                        data: job.data,
+                        outcome,
+                    };
+                    if done_tx.send(done).is_err() {
+                        return;
+                    }
+                });
             }
-            buf.resize(len as usize, 0);
-            src.read(off, &mut buf)?;
-            let results = pc.compress_all(&buf, cluster as usize);
-            for (i, r) in results.into_iter().enumerate() {
-                let c_off = off + i as u64 * cluster;
-                let c_len = (size - c_off).min(cluster) as usize;
-                let piece = &buf[i * cluster as usize..i * cluster as usize + c_len];
-                match r {
-                    Some(v) if v.is_empty() => self.zero_out(base + c_off, c_len as u64)?,
-                    Some(v) => self.target.write_compressed(base + c_off, &v)?,
-                    None => self.target.write(base + c_off, piece)?,
+            drop(done_tx);
+            let mut pending: BTreeMap<u64, CDone> = BTreeMap::new();
+            let mut next = 0u64;
+            let mut seq = 0u64;
+            let flush_ready = |this: &mut Self,
+                               pending: &mut BTreeMap<u64, CDone>,
+                               next: &mut u64,
+                               progress: &mut Progress|
+             -> Result<(), Fail> {
+                while let Some(d) = pending.remove(next) {
+                    let at = base + d.off;
+                    match d.outcome {
+                        COutcome::Zero => this.zero_out(at, d.data.len() as u64)?,
+                        COutcome::Compressed(v) => this.target.write_compressed(at, &v)?,
+                        COutcome::Plain => this.target.write(at, &d.data)?,
+                    }
+                    this.done += d.data.len() as u64;
+                    progress.update(this.done, this.total);
+                    *next += 1;
                 }
+                Ok(())
+            };
+            let batch = cluster * 16;
+            let mut buf = Vec::new();
+            let mut off = 0u64;
+            let result = (|| -> Result<(), Fail> {
+                while off < size {
+                    let len = (size - off).min(batch);
+                    // Skip whole zero runs without reading them.
+                    let (run, kind) = chain_run(src, off, len, None)?;
+                    if kind != RunKind::Data && run >= cluster {
+                        let skip = run / cluster * cluster;
+                        self.zero_out(base + off, skip)?;
+                        off += skip;
+                        self.done += skip;
+                        progress.update(self.done, self.total);
+                        continue;
+                    }
+                    buf.resize(len as usize, 0);
+                    src.read(off, &mut buf)?;
+                    for (i, piece) in buf.chunks(cluster as usize).enumerate() {
+                        let job = CJob {
+                            seq,
+                            off: off + i as u64 * cluster,
+                            data: piece.to_vec(),
+                        };
+                        seq += 1;
+                        if job_tx.send(job).is_err() {
+                            return Err(Fail::msg("compression worker stopped"));
+                        }
+                        for d in done_rx.try_iter() {
+                            pending.insert(d.seq, d);
+                        }
+                        flush_ready(self, &mut pending, &mut next, progress)?;
+                    }
+                    off += len;
+                }
+                Ok(())
+            })();
+            drop(job_tx);
+            result?;
+            for d in done_rx.iter() {
+                pending.insert(d.seq, d);
+                flush_ready(self, &mut pending, &mut next, progress)?;
             }
-            off += len;
-            self.done += len;
-            progress.update(self.done, self.total);
-        }
-        Ok(())
+            if next != seq {
+                return Err(Fail::msg("compression worker stopped"));
+            }
+            Ok(())
+        })
     }
 }

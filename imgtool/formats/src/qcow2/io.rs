@@ -161,13 +161,16 @@ impl Qcow2 {
         Ok((first, pos.min(lim) - offset))
     }
 
-    /// Reads guest bytes (range already checked).
+    /// Reads guest bytes (range already checked). Whole compressed clusters
+    /// of one read are inflated in parallel on every core.
     pub(super) fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
         if self.hdr.crypt_method != 0 {
             return Err(Error::unsupported(
                 "Encrypted qcow2 images (AES or LUKS) are not supported",
             ));
         }
+        let cs = self.cluster_size();
+        let mut whole: Vec<(usize, CompressedDesc)> = Vec::new();
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
@@ -179,14 +182,87 @@ impl Qcow2 {
                 Mapping::Zero(_) => out.fill(0),
                 Mapping::Data(h) => self.file.read_at(out, h)?,
                 Mapping::Compressed(d) => {
-                    let co = (pos & (self.cluster_size() - 1)) as usize;
-                    let data = self.decompress(d)?;
-                    out.copy_from_slice(&data[co..co + n]);
+                    let co = (pos & (cs - 1)) as usize;
+                    if co == 0 && n as u64 == cs {
+                        whole.push((done, d));
+                    } else {
+                        let data = self.decompress(d)?;
+                        out.copy_from_slice(&data[co..co + n]);
+                    }
                 }
             }
             done += n;
         }
-        Ok(())
+        self.inflate_whole_clusters(&whole, buf)
+    }
+
+    /// Inflates whole compressed clusters into their places in `buf`
+    /// (`(offset in buf, descriptor)`, ascending, disjoint), spreading the
+    /// work over the available cores.
+    fn inflate_whole_clusters(
+        &mut self,
+        jobs: &[(usize, CompressedDesc)],
+        buf: &mut [u8],
+    ) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let cs = self.cluster_size() as usize;
+        let file_len = self.file.len()?;
+        let mut srcs = Vec::with_capacity(jobs.len());
+        for (_, d) in jobs {
+            if d.offset >= file_len {
+                return Err(Error::corrupt(format!(
+                    "Compressed cluster at host offset {:#x} lies beyond the end of the file",
+                    d.offset
+                )));
+            }
+            let len = d.max_len().min(file_len - d.offset);
+            let mut src = vec![0u8; len as usize];
+            self.file.read_at(&mut src, d.offset)?;
+            srcs.push(src);
+        }
+        // Carve the disjoint output slices out of `buf`.
+        let mut outs: Vec<&mut [u8]> = Vec::with_capacity(jobs.len());
+        let mut rest = buf;
+        let mut base = 0usize;
+        for (off, _) in jobs {
+            let (_, tail) = rest.split_at_mut(off - base);
+            let (out, tail) = tail.split_at_mut(cs);
+            outs.push(out);
+            rest = tail;
+            base = off + cs;
+        }
+        let kind = self.compression;
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, jobs.len());
+        if threads == 1 {
+            for (src, out) in srcs.iter().zip(outs) {
+                decompress_cluster(kind, src, out)?;
+            }
+            return Ok(());
+        }
+        let per = jobs.len().div_ceil(threads);
+        let mut pairs: Vec<(&Vec<u8>, &mut [u8])> = srcs.iter().zip(outs).collect();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = pairs
+                .chunks_mut(per)
+                .map(|part| {
+                    s.spawn(move || -> Result<()> {
+                        for (src, out) in part.iter_mut() {
+                            decompress_cluster(kind, src, out)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::corrupt("decompression worker failed")))
+            })
+        })
     }
 
     fn decompress(&mut self, d: CompressedDesc) -> Result<&[u8]> {
