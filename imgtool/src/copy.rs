@@ -5,7 +5,7 @@
 use imgformats::{Alloc, BlockDriver, Result};
 
 /// Largest buffer moved in one read/write.
-pub const CHUNK: u64 = 2 << 20;
+pub const CHUNK: u64 = 1 << 20;
 
 /// True if every byte of `buf` is zero (vectorises well).
 pub fn is_zero(buf: &[u8]) -> bool {
@@ -113,7 +113,7 @@ where
 {
     use std::sync::mpsc;
     let size = src.size();
-    let (full_tx, full_rx) = mpsc::sync_channel::<Result<Piece>>(3);
+    let (full_tx, full_rx) = mpsc::sync_channel::<Result<Piece>>(4);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|s| {
         s.spawn(move || {

@@ -142,7 +142,10 @@ pub fn run(argv: &[String]) -> CmdResult {
     if p.has("target-is-zero") && !no_create {
         return Err(Fail::msg("--target-is-zero requires use of -n flag"));
     }
-    let cache = common::parse_cache(p.last("cache"))?;
+    // qemu-img writes the target of convert with cache=unsafe unless -t
+    // says otherwise (no flush at the end).
+    let cache =
+        Some(common::parse_cache(p.last("cache"))?.unwrap_or(imgformats::CacheMode::Unsafe));
     let src_cache = common::parse_cache(p.last("src-cache"))?;
     if let Some(m) = p.last("coroutines") {
         match m.parse::<u32>() {

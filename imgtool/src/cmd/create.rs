@@ -82,19 +82,53 @@ pub fn wants_help(opts: &[&str]) -> bool {
     })
 }
 
+/// qemu-img's message for a creation option value of the wrong type.
+pub fn opt_value_error(key: &str, kind: OptKind) -> String {
+    match kind {
+        OptKind::Size => format!(
+            "Parameter '{key}' expects a non-negative number below 2^64\nOptional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively."
+        ),
+        OptKind::Bool => format!("Parameter '{key}' expects 'on' or 'off'"),
+        OptKind::Num => format!("Parameter '{key}' expects a number"),
+        OptKind::Str => format!("Invalid parameter '{key}'"),
+    }
+}
+
+/// True if `v` is a valid value for an option of type `kind`.
+pub fn value_ok(kind: OptKind, v: &str) -> bool {
+    match kind {
+        OptKind::Str => true,
+        OptKind::Size => imgformats::size::parse_size(v).is_ok(),
+        OptKind::Bool => matches!(v, "on" | "off" | "yes" | "no" | "true" | "false"),
+        OptKind::Num => {
+            v.parse::<u64>().is_ok()
+                || v.strip_prefix("0x")
+                    .is_some_and(|h| u64::from_str_radix(h, 16).is_ok())
+        }
+    }
+}
+
 /// Merges `-o` strings into creation options, validating the keys against
 /// the format's and the file protocol's lists.
 pub fn merge_opts(ops: &FormatOps, opts: &[&str], into: &mut CreateOpts) -> Result<(), String> {
     for o in opts {
         for (k, v) in common::split_opts(o) {
-            let known = ops.create_opts.iter().any(|d| d.name == k)
-                || FILE_OPTS.iter().any(|d| d.name == k);
-            if !known {
+            let Some(desc) = ops
+                .create_opts
+                .iter()
+                .chain(FILE_OPTS.iter())
+                .find(|d| d.name == k)
+            else {
                 return Err(format!("Invalid parameter '{k}'"));
-            }
+            };
             let Some(v) = v else {
                 return Err(format!("Invalid parameter '{k}'"));
             };
+            // Values are type-checked while the options are parsed, before
+            // anything is printed, as qemu-img does.
+            if !value_ok(desc.kind, &v) {
+                return Err(opt_value_error(&k, desc.kind));
+            }
             into.set(&k, &v);
         }
     }

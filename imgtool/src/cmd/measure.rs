@@ -4,10 +4,10 @@
 //! `FormatOps::measure`; this command does the option handling, the source
 //! image and the printing.
 
-use imgformats::{BlockDriver, CreateOpts, FormatOps, OptKind, SnapshotInfo, Value};
+use imgformats::{BlockDriver, CreateOpts, FormatOps, SnapshotInfo, Value};
 
 use crate::args::opt;
-use crate::cmd::create::FILE_OPTS;
+use crate::cmd::create::{opt_value_error, value_ok, FILE_OPTS};
 use crate::common::{
     self, parse_cmd, parse_output, CmdResult, Fail, ImageSpec, OpenParams, OutputFormat, Secrets,
 };
@@ -56,30 +56,6 @@ impl SnapshotParam {
                 id.as_ref().is_none_or(|i| *i == sn.id)
                     && name.as_ref().is_none_or(|n| *n == sn.name)
             }
-        }
-    }
-}
-
-fn opt_value_error(key: &str, kind: OptKind) -> String {
-    match kind {
-        OptKind::Size => format!(
-            "Parameter '{key}' expects a non-negative number below 2^64\nOptional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively."
-        ),
-        OptKind::Bool => format!("Parameter '{key}' expects 'on' or 'off'"),
-        OptKind::Num => format!("Parameter '{key}' expects a number"),
-        OptKind::Str => format!("Invalid parameter '{key}'"),
-    }
-}
-
-fn value_ok(kind: OptKind, v: &str) -> bool {
-    match kind {
-        OptKind::Str => true,
-        OptKind::Size => imgformats::size::parse_size(v).is_ok(),
-        OptKind::Bool => matches!(v, "on" | "off" | "yes" | "no" | "true" | "false"),
-        OptKind::Num => {
-            v.parse::<u64>().is_ok()
-                || v.strip_prefix("0x")
-                    .is_some_and(|h| u64::from_str_radix(h, 16).is_ok())
         }
     }
 }
