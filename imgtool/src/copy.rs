@@ -94,6 +94,24 @@ pub struct Piece {
     pub kind: RunKind,
     /// The bytes, for `RunKind::Data` (empty otherwise).
     pub data: Vec<u8>,
+    /// For data, which granules are all zero (see [`zero_granules`]),
+    /// computed on the reading thread when a granule size was asked for.
+    pub zero_map: Option<Vec<bool>>,
+}
+
+/// Splits `[at, at + buf.len())` into granules aligned to multiples of
+/// `granule` (the first and last may be partial) and tells which hold only
+/// zeroes.
+pub fn zero_granules(buf: &[u8], at: u64, granule: u64) -> Vec<bool> {
+    let end = at + buf.len() as u64;
+    let mut v = Vec::with_capacity((buf.len() as u64 / granule.max(1) + 2) as usize);
+    let mut pos = at;
+    while pos < end {
+        let g_end = ((pos / granule + 1) * granule).min(end);
+        v.push(is_zero(&buf[(pos - at) as usize..(g_end - at) as usize]));
+        pos = g_end;
+    }
+    v
 }
 
 /// Reads `src` (down to `depth` layers) on a second thread, `chunk` bytes
@@ -101,10 +119,15 @@ pub struct Piece {
 /// thread, so reading the source overlaps writing the target. Buffers are
 /// recycled; at most a few pieces are in flight. Errors from either side
 /// stop both.
+///
+/// With `scan = Some((granule, base))` the reader also maps the zero
+/// granules of each data piece as it will land at `base + offset` in the
+/// target, so the writing thread does not have to look at the bytes.
 pub fn read_ahead<E, F>(
     src: &mut dyn BlockDriver,
     depth: Option<usize>,
     chunk: u64,
+    scan: Option<(u64, u64)>,
     mut consume: F,
 ) -> std::result::Result<(), E>
 where
@@ -122,16 +145,21 @@ where
                 let want = (size - off).min(chunk);
                 let piece = coalesced_run(src, off, want, depth).and_then(|(len, kind)| {
                     let mut data = Vec::new();
+                    let mut zero_map = None;
                     if kind == RunKind::Data {
                         data = empty_rx.try_recv().unwrap_or_default();
                         data.resize(len as usize, 0);
                         src.read(off, &mut data)?;
+                        if let Some((granule, base)) = scan.filter(|(g, _)| *g > 0) {
+                            zero_map = Some(zero_granules(&data, base + off, granule));
+                        }
                     }
                     Ok(Piece {
                         offset: off,
                         len,
                         kind,
                         data,
+                        zero_map,
                     })
                 });
                 let failed = piece.is_err();
@@ -201,6 +229,16 @@ mod tests {
         v[17] = 3;
         assert!(!is_zero(&v[3..]));
         assert!(is_zero(&[]));
+    }
+
+    #[test]
+    fn zero_granules_follow_target_alignment() {
+        let mut buf = vec![0u8; 10000];
+        buf[5000] = 1;
+        // Target offset 1000: granules [1000,4096) [4096,8192) [8192,11000).
+        assert_eq!(zero_granules(&buf, 1000, 4096), vec![true, false, true]);
+        assert_eq!(zero_granules(&buf, 0, 4096), vec![true, false, true]);
+        assert_eq!(zero_granules(&[], 0, 4096), Vec::<bool>::new());
     }
 
     fn xorshift(len: usize, seed: u64) -> Vec<u8> {

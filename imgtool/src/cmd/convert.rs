@@ -10,7 +10,9 @@ use crate::args::opt;
 use crate::cmd::create::{merge_opts, print_opts_help, wants_help};
 use crate::cmd::measure::{load_snapshot, SnapshotParam};
 use crate::common::{self, parse_cmd, CmdResult, Fail, ImageSpec, OpenParams, Progress, Secrets};
-use crate::copy::{chain_run, is_zero, looks_incompressible, read_ahead, Piece, RunKind, CHUNK};
+use crate::copy::{
+    chain_run, is_zero, looks_incompressible, read_ahead, zero_granules, Piece, RunKind, CHUNK,
+};
 
 const HELP: &str = "Copy one image to another with optional format conversion.  Usage:
 
@@ -351,11 +353,14 @@ impl Copier<'_> {
             let size = src.size();
             return self.copy_compressed(src, base, size, progress);
         }
-        read_ahead(src, depth, CHUNK, |p: &Piece| {
+        let scan = Some((self.sparse, base));
+        read_ahead(src, depth, CHUNK, scan, |p: &Piece| {
             match p.kind {
                 RunKind::Unallocated => {}
                 RunKind::Zero => self.zero_out(base + p.offset, p.len)?,
-                RunKind::Data => self.write_sparse(base + p.offset, &p.data)?,
+                RunKind::Data => {
+                    self.write_sparse_mapped(base + p.offset, &p.data, p.zero_map.as_deref())?
+                }
             }
             self.done += p.len;
             progress.update(self.done, self.total);
@@ -385,43 +390,56 @@ impl Copier<'_> {
     /// Writes `buf` at `off`, leaving out aligned zero granules of the
     /// sparse size.
     pub fn write_sparse(&mut self, off: u64, buf: &[u8]) -> Result<(), Fail> {
+        self.write_sparse_mapped(off, buf, None)
+    }
+
+    /// [`Copier::write_sparse`] with the zero granules already known
+    /// (`zero_map` from [`zero_granules`] with this copier's sparse size).
+    pub fn write_sparse_mapped(
+        &mut self,
+        off: u64,
+        buf: &[u8],
+        zero_map: Option<&[bool]>,
+    ) -> Result<(), Fail> {
         if self.sparse == 0 {
             self.target.write(off, buf)?;
             return Ok(());
         }
-        let end = off + buf.len() as u64;
-        let mut pos = off;
-        let mut pending: Option<u64> = None; // start of a pending data run
-        while pos < end {
-            let g_end = ((pos / self.sparse + 1) * self.sparse).min(end);
-            let piece = &buf[(pos - off) as usize..(g_end - off) as usize];
-            let zero = is_zero(piece);
-            if zero {
-                if let Some(s) = pending.take() {
-                    self.target
-                        .write(s, &buf[(s - off) as usize..(pos - off) as usize])?;
-                }
-                if !self.target_zero {
-                    // Coalesce consecutive zero granules into one call.
-                    let mut z_end = g_end;
-                    while z_end < end {
-                        let n_end = (z_end + self.sparse).min(end);
-                        if !is_zero(&buf[(z_end - off) as usize..(n_end - off) as usize]) {
-                            break;
-                        }
-                        z_end = n_end;
-                    }
-                    self.target.write_zeroes(pos, z_end - pos, true)?;
-                    pos = z_end;
-                    continue;
-                }
-            } else if pending.is_none() {
-                pending = Some(pos);
+        let computed;
+        let map = match zero_map {
+            Some(m) => m,
+            None => {
+                computed = zero_granules(buf, off, self.sparse);
+                &computed
             }
-            pos = g_end;
-        }
-        if let Some(s) = pending {
-            self.target.write(s, &buf[(s - off) as usize..])?;
+        };
+        let end = off + buf.len() as u64;
+        // Granule boundaries: aligned to the sparse size in target offsets.
+        let bounds = |i: usize| -> (u64, u64) {
+            let first_end = ((off / self.sparse + 1) * self.sparse).min(end);
+            if i == 0 {
+                (off, first_end)
+            } else {
+                let s = first_end + (i as u64 - 1) * self.sparse;
+                (s, (s + self.sparse).min(end))
+            }
+        };
+        let mut i = 0;
+        while i < map.len() {
+            let zero = map[i];
+            let mut j = i + 1;
+            while j < map.len() && map[j] == zero {
+                j += 1;
+            }
+            let (s, _) = bounds(i);
+            let (_, e) = bounds(j - 1);
+            if !zero {
+                self.target
+                    .write(s, &buf[(s - off) as usize..(e - off) as usize])?;
+            } else if !self.target_zero {
+                self.target.write_zeroes(s, e - s, true)?;
+            }
+            i = j;
         }
         Ok(())
     }
