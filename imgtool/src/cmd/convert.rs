@@ -471,7 +471,7 @@ impl Copier<'_> {
         // come back tagged with their sequence number; this thread reads the
         // source, hands out clusters and writes the results in order. A few
         // clusters per worker are in flight, so memory stays small.
-        let (job_tx, job_rx) = mpsc::sync_channel::<CJob>(threads * 4);
+        let (job_tx, job_rx) = mpsc::sync_channel::<CJob>(threads * 2);
         let job_rx = Mutex::new(job_rx);
         let (done_tx, done_rx) = mpsc::channel::<CDone>();
         let comp: &dyn imgformats::Compressor = compressor.as_ref();
@@ -512,9 +512,13 @@ impl Copier<'_> {
             let mut pending: BTreeMap<u64, CDone> = BTreeMap::new();
             let mut next = 0u64;
             let mut seq = 0u64;
+            // Cluster buffers come back with the results and are reused, so
+            // memory does not churn through the allocator.
+            let mut spare: Vec<Vec<u8>> = Vec::new();
             let flush_ready = |this: &mut Self,
                                pending: &mut BTreeMap<u64, CDone>,
                                next: &mut u64,
+                               spare: &mut Vec<Vec<u8>>,
                                progress: &mut Progress|
              -> Result<(), Fail> {
                 while let Some(d) = pending.remove(next) {
@@ -527,10 +531,11 @@ impl Copier<'_> {
                     this.done += d.data.len() as u64;
                     progress.update(this.done, this.total);
                     *next += 1;
+                    spare.push(d.data);
                 }
                 Ok(())
             };
-            let batch = cluster * 16;
+            let batch = cluster * 4;
             let mut buf = Vec::new();
             let mut off = 0u64;
             let result = (|| -> Result<(), Fail> {
@@ -549,10 +554,13 @@ impl Copier<'_> {
                     buf.resize(len as usize, 0);
                     src.read(off, &mut buf)?;
                     for (i, piece) in buf.chunks(cluster as usize).enumerate() {
+                        let mut data = spare.pop().unwrap_or_default();
+                        data.clear();
+                        data.extend_from_slice(piece);
                         let job = CJob {
                             seq,
                             off: off + i as u64 * cluster,
-                            data: piece.to_vec(),
+                            data,
                         };
                         seq += 1;
                         if job_tx.send(job).is_err() {
@@ -561,7 +569,7 @@ impl Copier<'_> {
                         for d in done_rx.try_iter() {
                             pending.insert(d.seq, d);
                         }
-                        flush_ready(self, &mut pending, &mut next, progress)?;
+                        flush_ready(self, &mut pending, &mut next, &mut spare, progress)?;
                     }
                     off += len;
                 }
@@ -571,7 +579,7 @@ impl Copier<'_> {
             result?;
             for d in done_rx.iter() {
                 pending.insert(d.seq, d);
-                flush_ready(self, &mut pending, &mut next, progress)?;
+                flush_ready(self, &mut pending, &mut next, &mut spare, progress)?;
             }
             if next != seq {
                 return Err(Fail::msg("compression worker stopped"));

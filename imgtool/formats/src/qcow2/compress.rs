@@ -69,13 +69,29 @@ pub fn compress_cluster(
     let limit = cluster_size - 1;
     let out = match kind {
         CompressionType::Zlib => {
-            let mut c =
-                flate2::Compress::new_with_window_bits(flate2::Compression::new(6), false, 12);
-            let mut out = Vec::with_capacity(limit);
-            match c.compress_vec(input, &mut out, flate2::FlushCompress::Finish) {
-                Ok(flate2::Status::StreamEnd) => out,
-                _ => return None,
+            // One deflate state per thread, reset between clusters: no
+            // allocation of the window and hash tables per cluster.
+            thread_local! {
+                static DEFLATE: std::cell::RefCell<flate2::Compress> =
+                    std::cell::RefCell::new(flate2::Compress::new_with_window_bits(
+                        flate2::Compression::new(6),
+                        false,
+                        12,
+                    ));
             }
+            let mut out = Vec::with_capacity(limit);
+            let done = DEFLATE.with(|d| {
+                let mut c = d.borrow_mut();
+                c.reset();
+                matches!(
+                    c.compress_vec(input, &mut out, flate2::FlushCompress::Finish),
+                    Ok(flate2::Status::StreamEnd)
+                )
+            });
+            if !done {
+                return None;
+            }
+            out
         }
         CompressionType::Zstd => zstd::bulk::compress(input, 0).ok()?,
     };
