@@ -452,7 +452,7 @@ impl Copier<'_> {
         progress: &mut Progress,
     ) -> Result<(), Fail> {
         use std::collections::BTreeMap;
-        use std::sync::{mpsc, Mutex};
+        use std::sync::{mpsc, Arc, Mutex};
 
         let Some(compressor) = self.target.compressor() else {
             return Err(Fail::msg("Compression not supported for this file format"));
@@ -472,13 +472,15 @@ impl Copier<'_> {
         // source, hands out clusters and writes the results in order. A few
         // clusters per worker are in flight, so memory stays small.
         let (job_tx, job_rx) = mpsc::sync_channel::<CJob>(threads * 2);
-        let job_rx = Mutex::new(job_rx);
+        // The workers own the receiving end: if they all stop, sending a
+        // job fails instead of blocking forever.
+        let job_rx = Arc::new(Mutex::new(job_rx));
         let (done_tx, done_rx) = mpsc::channel::<CDone>();
         let comp: &dyn imgformats::Compressor = compressor.as_ref();
         std::thread::scope(|s| {
             for _ in 0..threads {
                 let done_tx = done_tx.clone();
-                let job_rx = &job_rx;
+                let job_rx = Arc::clone(&job_rx);
                 s.spawn(move || loop {
                     let job = {
                         let Ok(rx) = job_rx.lock() else { return };
@@ -492,9 +494,14 @@ impl Copier<'_> {
                     } else if looks_incompressible(&job.data) {
                         COutcome::Plain
                     } else {
-                        match comp.compress(&job.data) {
-                            Some(v) => COutcome::Compressed(v),
-                            None => COutcome::Plain,
+                        // A compressor that fails (even by panicking) only
+                        // means this cluster is stored uncompressed.
+                        let data = &job.data;
+                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            comp.compress(data)
+                        })) {
+                            Ok(Some(v)) => COutcome::Compressed(v),
+                            _ => COutcome::Plain,
                         }
                     };
                     let done = CDone {
@@ -509,6 +516,7 @@ impl Copier<'_> {
                 });
             }
             drop(done_tx);
+            drop(job_rx);
             let mut pending: BTreeMap<u64, CDone> = BTreeMap::new();
             let mut next = 0u64;
             let mut seq = 0u64;

@@ -69,29 +69,16 @@ pub fn compress_cluster(
     let limit = cluster_size - 1;
     let out = match kind {
         CompressionType::Zlib => {
-            // One deflate state per thread, reset between clusters: no
-            // allocation of the window and hash tables per cluster.
-            thread_local! {
-                static DEFLATE: std::cell::RefCell<flate2::Compress> =
-                    std::cell::RefCell::new(flate2::Compress::new_with_window_bits(
-                        flate2::Compression::new(6),
-                        false,
-                        12,
-                    ));
-            }
+            // A fresh deflate state per cluster (reusing one with reset()
+            // after a stream that did not fit trips an overflow check in
+            // zlib-rs 0.6.8's stored-block accounting).
+            let mut c =
+                flate2::Compress::new_with_window_bits(flate2::Compression::new(6), false, 12);
             let mut out = Vec::with_capacity(limit);
-            let done = DEFLATE.with(|d| {
-                let mut c = d.borrow_mut();
-                c.reset();
-                matches!(
-                    c.compress_vec(input, &mut out, flate2::FlushCompress::Finish),
-                    Ok(flate2::Status::StreamEnd)
-                )
-            });
-            if !done {
-                return None;
+            match c.compress_vec(input, &mut out, flate2::FlushCompress::Finish) {
+                Ok(flate2::Status::StreamEnd) => out,
+                _ => return None,
             }
-            out
         }
         CompressionType::Zstd => zstd::bulk::compress(input, 0).ok()?,
     };
