@@ -95,6 +95,8 @@ pub struct Qcow2 {
     prepared_for_write: bool,
     /// References the current write request dropped, released at its end.
     pending_release: Vec<io::Held>,
+    /// Whether the image looks metadata-preallocated (decided once).
+    metadata_prealloc: Option<bool>,
 }
 
 impl Qcow2 {
@@ -248,6 +250,7 @@ impl Qcow2 {
             snapshots,
             free_byte_offset: 0,
             decompressed: None,
+            metadata_prealloc: None,
             prepared_for_write: false,
             pending_release: Vec::new(),
             hdr,
@@ -342,6 +345,26 @@ impl Qcow2 {
 impl BlockDriver for Qcow2 {
     fn format_name(&self) -> &'static str {
         "qcow2"
+    }
+
+    /// Observed from qemu-img: an image looks metadata-preallocated when
+    /// the clusters in use (nonzero refcount) are at least the clusters the
+    /// host file really allocates (whole clusters of `st_blocks * 512`)
+    /// times 10/9 (rounded down), and at least those plus two; the length
+    /// of the file plays no part.
+    fn map_zeroes_from_host(&mut self) -> bool {
+        if let Some(v) = self.metadata_prealloc {
+            return v;
+        }
+        let v = match (self.file.allocated_size(), self.rc.count_used(&self.file)) {
+            (Ok(real), Ok(used)) => {
+                let real = real >> self.cluster_bits;
+                used >= (real * 10 / 9).max(real + 2)
+            }
+            _ => false,
+        };
+        self.metadata_prealloc = Some(v);
+        v
     }
 
     fn file(&self) -> &ImageFile {
