@@ -2,9 +2,9 @@
 //! L1/L2 tables (active and snapshots), refcount structures, snapshot
 //! table and bitmaps, compares them with the stored refcounts and reports
 //! leaks and corruptions with the same lines the real qemu-img prints.
-//! Repair lowers leaked refcounts in place, rebuilds the whole refcount
-//! structure at the end of the file when a refcount is too low, and fixes
-//! OFLAG_COPIED bits.
+//! Repair sets wrong refcounts in place, rebuilds the whole refcount
+//! structure at the end of the file when a cluster in use has refcount 0
+//! (`-r leaks` then fails, as qemu-img does), and fixes OFLAG_COPIED bits.
 //!
 //! Hostile images cannot make it hang: every L2 table is walked once per
 //! distinct offset (repeats are counted by multiplicity) and the reference
@@ -323,7 +323,7 @@ fn run_pass(img: &mut Qcow2, fix: FixMode) -> Result<CheckReport> {
     let mut leaks = 0u64;
     let mut leaks_fixed = 0u64;
     let mut corruptions_fixed = 0u64;
-    let mut low: Vec<u64> = Vec::new();
+    let mut low: Vec<(u64, u64, u64)> = Vec::new();
     let mut leaked: Vec<(u64, u64, u64)> = Vec::new();
     for i in 0..w.nb_clusters {
         let r = match img.rc.get(&img.file, i) {
@@ -338,32 +338,59 @@ fn run_pass(img: &mut Qcow2, fix: FixMode) -> Result<CheckReport> {
             continue;
         }
         if r > f {
-            if !fix.leaks {
-                w.messages
-                    .push(format!("Leaked cluster {i} refcount={r} reference={f}"));
-            }
+            w.messages
+                .push(format!("Leaked cluster {i} refcount={r} reference={f}"));
             leaked.push((i, r, f));
         } else {
             w.messages
                 .push(format!("ERROR cluster {i} refcount={r} reference={f}"));
-            low.push(i);
+            low.push((i, r, f));
         }
     }
     let mut corruptions = w.corruptions + low.len() as u64;
-    if fix.errors && !low.is_empty() {
+    // A refcount of 0 under a cluster in use cannot be patched in place
+    // (the cluster could be handed out again): qemu-img rebuilds the
+    // structure with `-r all` and gives up with `-r leaks` (observed).
+    let zero_low = low.iter().any(|&(_, r, _)| r == 0);
+    if fix.leaks && !fix.errors && zero_low {
+        w.messages
+            .push("ERROR need to rebuild refcount structures".to_string());
+        return Err(Error::CheckFailed {
+            messages: w.messages,
+            error: Box::new(Error::RawIo(std::io::Error::from_raw_os_error(5))),
+        });
+    }
+    if fix.errors && zero_low {
         w.messages.push("Rebuilding refcount structure".to_string());
         rebuild(img, &mut w)?;
         corruptions_fixed += low.len() as u64;
         corruptions -= low.len() as u64;
         leaks_fixed += leaked.len() as u64;
-    } else if fix.leaks {
-        for &(i, r, f) in &leaked {
-            w.messages
-                .push(format!("Leaked cluster {i} refcount={r} reference={f}"));
+    } else if fix.leaks || fix.errors {
+        // Every mismatch in cluster order: fixed in place when the mode
+        // allows, else reported again (as qemu-img does).
+        let mut all: Vec<(u64, u64, u64)> = low.iter().chain(&leaked).copied().collect();
+        all.sort_unstable();
+        for (i, r, f) in all {
+            let fixable = if r > f { fix.leaks } else { fix.errors };
+            if !fixable {
+                if r < f {
+                    w.messages
+                        .push(format!("ERROR cluster {i} refcount={r} reference={f}"));
+                } else {
+                    leaks += 1;
+                }
+                continue;
+            }
             w.messages
                 .push(format!("Repairing cluster {i} refcount={r} reference={f}"));
-            img.rc.update(&img.file, i, 1, -((r - f) as i64))?;
-            leaks_fixed += 1;
+            img.rc.update(&img.file, i, 1, f as i64 - r as i64)?;
+            if r > f {
+                leaks_fixed += 1;
+            } else {
+                corruptions_fixed += 1;
+                corruptions -= 1;
+            }
         }
     } else {
         leaks = leaked.len() as u64;

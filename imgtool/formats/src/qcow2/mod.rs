@@ -173,7 +173,7 @@ impl Qcow2 {
             }
             CompressionType::Zlib
         };
-        if opts.writable && hdr.incompatible & header::INCOMPAT_CORRUPT != 0 {
+        if opts.writable && !opts.repair && hdr.incompatible & header::INCOMPAT_CORRUPT != 0 {
             return Err(Error::corrupt(
                 "qcow2: Image is corrupt; cannot be opened read/write",
             ));
@@ -255,7 +255,12 @@ impl Qcow2 {
             pending_release: Vec::new(),
             hdr,
         };
-        if opts.writable && img.hdr.incompatible & header::INCOMPAT_DIRTY != 0 {
+        if opts.writable && opts.repair && img.hdr.incompatible & header::INCOMPAT_DIRTY != 0 {
+            // Opened to be checked and repaired: the check itself finds
+            // (and with `-r all` rebuilds) stale refcounts, as qemu-img's.
+            img.hdr.incompatible &= !header::INCOMPAT_DIRTY;
+            img.write_header()?;
+        } else if opts.writable && img.hdr.incompatible & header::INCOMPAT_DIRTY != 0 {
             // Refcounts may be stale after a crash with lazy refcounts:
             // rebuild them, then the image is clean again.
             img.check(FixMode {
@@ -503,7 +508,16 @@ impl BlockDriver for Qcow2 {
     }
 
     fn check(&mut self, fix: FixMode) -> Result<CheckReport> {
-        check::check(self, fix)
+        let report = check::check(self, fix)?;
+        if (fix.leaks || fix.errors)
+            && report.corruptions == 0
+            && self.hdr.incompatible & header::INCOMPAT_CORRUPT != 0
+        {
+            // A successful repair clears the corrupt mark.
+            self.hdr.incompatible &= !header::INCOMPAT_CORRUPT;
+            self.write_header()?;
+        }
+        Ok(report)
     }
 
     fn resize(&mut self, new_size: u64, prealloc: Prealloc, shrink: bool) -> Result<()> {
