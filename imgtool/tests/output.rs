@@ -1201,6 +1201,57 @@ fn qcow2_metadata_preallocation_matches_real() {
     }
 }
 
+/// `measure -O qcow2`: its own messages for bad `compat` and
+/// `preallocation` values, and the LUKS header of an encrypted target.
+#[test]
+fn qcow2_measure_options_match_real() {
+    if !have_real() || !ours_knows("qcow2") {
+        return;
+    }
+    let t = TempDir::new("measureopts");
+    let d = t.path();
+    real(d, &["create", "-q", "-f", "qcow2", "src.qcow2", "1M"]);
+    qemu_io(d, "src.qcow2", &["write -P 1 0 256k"]);
+    let sec = "secret,id=s,data=x";
+    for o in [
+        "compat=x",
+        "compat=0.9",
+        "preallocation=bogus",
+        "compat=x,preallocation=bogus",
+        "compat=x,cluster_size=3",
+        "encrypt.format=luks",
+        "encrypt.format=luks,encrypt.key-secret=s",
+        "encrypt.format=luks,encrypt.key-secret=nosuch",
+        "encrypt.format=luks,encrypt.key-secret=s,encrypt.cipher-mode=cbc",
+        "encrypt.format=luks,encrypt.key-secret=s,encrypt.cipher-alg=aes-128",
+        "encrypt.format=luks,encrypt.key-secret=s,encrypt.cipher-alg=bogus",
+        "encrypt.format=luks,encrypt.key-secret=s,cluster_size=512",
+        "encrypt.format=luks,encrypt.key-secret=s,cluster_size=2M,preallocation=full",
+        "encrypt.format=aes,encrypt.key-secret=s",
+        "encryption=on",
+    ] {
+        same(
+            d,
+            &[
+                "measure", "-O", "qcow2", "--object", sec, "-o", o, "--size", "100M",
+            ],
+        );
+    }
+    same(
+        d,
+        &[
+            "measure",
+            "-O",
+            "qcow2",
+            "--object",
+            sec,
+            "-o",
+            "encrypt.format=luks,encrypt.key-secret=s",
+            "src.qcow2",
+        ],
+    );
+}
+
 /// `check -r` messages (stderr), exit codes and repair strategy of the
 /// qcow2 driver: leaks listed before repairs, refcounts patched in place
 /// unless one is 0 (`-r all` rebuilds, `-r leaks` fails after its
