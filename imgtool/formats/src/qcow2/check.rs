@@ -304,7 +304,10 @@ pub fn check(img: &mut Qcow2, fix: FixMode) -> Result<CheckReport> {
         return Ok(first);
     }
     // Double check the repaired image, as qemu-img does.
-    let mut second = run_pass(img, FixMode::default())?;
+    let mut second = match run_pass(img, FixMode::default()) {
+        Ok(r) => r,
+        Err(e) => return Err(with_messages(first.messages, e)),
+    };
     let mut messages = first.messages;
     messages.append(&mut second.messages);
     Ok(CheckReport {
@@ -315,10 +318,35 @@ pub fn check(img: &mut Qcow2, fix: FixMode) -> Result<CheckReport> {
     })
 }
 
+/// `error` with `messages` to print before it (messages already carried
+/// by a failed check come after them).
+fn with_messages(mut messages: Vec<String>, error: Error) -> Error {
+    match error {
+        Error::CheckFailed {
+            messages: mut later,
+            error,
+        } => {
+            messages.append(&mut later);
+            Error::CheckFailed { messages, error }
+        }
+        e if messages.is_empty() => e,
+        e => Error::CheckFailed {
+            messages,
+            error: Box::new(e),
+        },
+    }
+}
+
 fn run_pass(img: &mut Qcow2, fix: FixMode) -> Result<CheckReport> {
     img.l2c.clear();
     img.rc.invalidate();
     let mut w = walk(img)?;
+    // Messages found so far are printed even when the pass fails.
+    compare_and_repair(img, fix, &mut w)
+        .map_err(|e| with_messages(std::mem::take(&mut w.messages), e))
+}
+
+fn compare_and_repair(img: &mut Qcow2, fix: FixMode, w: &mut Walk) -> Result<CheckReport> {
     let cb = img.cluster_bits;
     let mut leaks = 0u64;
     let mut leaks_fixed = 0u64;
@@ -356,13 +384,13 @@ fn run_pass(img: &mut Qcow2, fix: FixMode) -> Result<CheckReport> {
         w.messages
             .push("ERROR need to rebuild refcount structures".to_string());
         return Err(Error::CheckFailed {
-            messages: w.messages,
+            messages: std::mem::take(&mut w.messages),
             error: Box::new(Error::RawIo(std::io::Error::from_raw_os_error(5))),
         });
     }
     if fix.errors && zero_low {
         w.messages.push("Rebuilding refcount structure".to_string());
-        rebuild(img, &mut w)?;
+        rebuild(img, w)?;
         corruptions_fixed += low.len() as u64;
         corruptions -= low.len() as u64;
         leaks_fixed += leaked.len() as u64;
@@ -431,7 +459,7 @@ fn run_pass(img: &mut Qcow2, fix: FixMode) -> Result<CheckReport> {
         allocated_clusters: Some(w.allocated),
         fragmented_clusters: Some(w.fragmented),
         compressed_clusters: Some(w.compressed),
-        messages: w.messages,
+        messages: std::mem::take(&mut w.messages),
     })
 }
 
@@ -632,4 +660,31 @@ pub(super) fn write_structure(
     img.rc = Refcounts::load(&img.file, cb, order, table_off, table as u32)?;
     img.rc.free_index = 0;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_checks_keep_their_messages_in_order() {
+        let e = with_messages(
+            vec!["a".into()],
+            Error::CheckFailed {
+                messages: vec!["b".into()],
+                error: Box::new(Error::corrupt("x")),
+            },
+        );
+        match e {
+            Error::CheckFailed { messages, error } => {
+                assert_eq!(messages, ["a", "b"]);
+                assert_eq!(error.to_string(), "x");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let plain = with_messages(Vec::new(), Error::corrupt("y"));
+        assert!(matches!(plain, Error::Corrupt(m) if m == "y"));
+        let wrapped = with_messages(vec!["c".into()], Error::corrupt("z"));
+        assert!(matches!(wrapped, Error::CheckFailed { ref messages, .. } if messages == &["c"]));
+    }
 }
