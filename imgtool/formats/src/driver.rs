@@ -310,7 +310,7 @@ pub trait BlockDriver: Send {
     /// metadata-preallocated (clusters allocated in the image but sparse in
     /// the host file, e.g. `-o preallocation=metadata`); for ordinary images
     /// it does not, so the default is false.
-    fn map_zeroes_from_host(&self) -> bool {
+    fn map_zeroes_from_host(&mut self) -> bool {
         false
     }
 

@@ -23,6 +23,13 @@ pub enum Error {
     /// The image uses a feature this implementation does not support.
     #[error("{0}")]
     Unsupported(String),
+    /// A check that stopped with `error` after reporting `messages` (which
+    /// the caller prints before the error).
+    #[error("{error}")]
+    CheckFailed {
+        messages: Vec<String>,
+        error: Box<Error>,
+    },
     /// A bad argument or creation option from the user.
     #[error("{0}")]
     InvalidArgument(String),

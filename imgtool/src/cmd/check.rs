@@ -192,6 +192,15 @@ pub fn run(argv: &[String]) -> CmdResult {
     let report = match img.check(fix) {
         Ok(r) => r,
         Err(Error::Unsupported(m)) if m == NO_CHECK => return Err(Fail::code(NO_CHECK, 63)),
+        Err(Error::CheckFailed { messages, error }) => {
+            for m in &messages {
+                eprintln!("{m}");
+            }
+            return Err(Fail::msg(format!(
+                "Check failed: {}",
+                common::error_text(&error)
+            )));
+        }
         Err(e) => {
             return Err(Fail::msg(format!(
                 "Check failed: {}",

@@ -267,10 +267,21 @@ pub fn run(argv: &[String]) -> CmdResult {
     let ispec = ImageSpec::new(&p.args[0], p.last("format"), p.has("image-opts"))?;
     let mut img = common::open(&ispec, &secrets, &OpenParams::default())
         .map_err(|f| common::name_by_arg(f, &ispec, &p.args[0], p.has("image-opts")))?;
-    let (entries, err) = map_image(img.as_mut(), &ispec.display(), start, max_len);
+    let (mut entries, err) = map_image(img.as_mut(), &ispec.display(), start, max_len);
+    if err.is_some() {
+        // qemu-img prints a run once the next one is known: the run in
+        // progress when a query fails is never printed.
+        entries.pop();
+    }
     match output {
         OutputFormat::Json => {
             if let Some(f) = err {
+                let mut text = String::from("[");
+                for (e, _) in &entries {
+                    text.push_str(&e.json());
+                    text.push_str(",\n");
+                }
+                print!("{text}");
                 return Err(f);
             }
             print!("{}", json_text(&entries, start));

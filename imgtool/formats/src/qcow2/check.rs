@@ -2,9 +2,9 @@
 //! L1/L2 tables (active and snapshots), refcount structures, snapshot
 //! table and bitmaps, compares them with the stored refcounts and reports
 //! leaks and corruptions with the same lines the real qemu-img prints.
-//! Repair lowers leaked refcounts in place, rebuilds the whole refcount
-//! structure at the end of the file when a refcount is too low, and fixes
-//! OFLAG_COPIED bits.
+//! Repair sets wrong refcounts in place, rebuilds the whole refcount
+//! structure at the end of the file when a cluster in use has refcount 0
+//! (`-r leaks` then fails, as qemu-img does), and fixes OFLAG_COPIED bits.
 //!
 //! Hostile images cannot make it hang: every L2 table is walked once per
 //! distinct offset (repeats are counted by multiplicity) and the reference
@@ -304,7 +304,10 @@ pub fn check(img: &mut Qcow2, fix: FixMode) -> Result<CheckReport> {
         return Ok(first);
     }
     // Double check the repaired image, as qemu-img does.
-    let mut second = run_pass(img, FixMode::default())?;
+    let mut second = match run_pass(img, FixMode::default()) {
+        Ok(r) => r,
+        Err(e) => return Err(with_messages(first.messages, e)),
+    };
     let mut messages = first.messages;
     messages.append(&mut second.messages);
     Ok(CheckReport {
@@ -315,15 +318,40 @@ pub fn check(img: &mut Qcow2, fix: FixMode) -> Result<CheckReport> {
     })
 }
 
+/// `error` with `messages` to print before it (messages already carried
+/// by a failed check come after them).
+fn with_messages(mut messages: Vec<String>, error: Error) -> Error {
+    match error {
+        Error::CheckFailed {
+            messages: mut later,
+            error,
+        } => {
+            messages.append(&mut later);
+            Error::CheckFailed { messages, error }
+        }
+        e if messages.is_empty() => e,
+        e => Error::CheckFailed {
+            messages,
+            error: Box::new(e),
+        },
+    }
+}
+
 fn run_pass(img: &mut Qcow2, fix: FixMode) -> Result<CheckReport> {
     img.l2c.clear();
     img.rc.invalidate();
     let mut w = walk(img)?;
+    // Messages found so far are printed even when the pass fails.
+    compare_and_repair(img, fix, &mut w)
+        .map_err(|e| with_messages(std::mem::take(&mut w.messages), e))
+}
+
+fn compare_and_repair(img: &mut Qcow2, fix: FixMode, w: &mut Walk) -> Result<CheckReport> {
     let cb = img.cluster_bits;
     let mut leaks = 0u64;
     let mut leaks_fixed = 0u64;
     let mut corruptions_fixed = 0u64;
-    let mut low: Vec<u64> = Vec::new();
+    let mut low: Vec<(u64, u64, u64)> = Vec::new();
     let mut leaked: Vec<(u64, u64, u64)> = Vec::new();
     for i in 0..w.nb_clusters {
         let r = match img.rc.get(&img.file, i) {
@@ -338,32 +366,59 @@ fn run_pass(img: &mut Qcow2, fix: FixMode) -> Result<CheckReport> {
             continue;
         }
         if r > f {
-            if !fix.leaks {
-                w.messages
-                    .push(format!("Leaked cluster {i} refcount={r} reference={f}"));
-            }
+            w.messages
+                .push(format!("Leaked cluster {i} refcount={r} reference={f}"));
             leaked.push((i, r, f));
         } else {
             w.messages
                 .push(format!("ERROR cluster {i} refcount={r} reference={f}"));
-            low.push(i);
+            low.push((i, r, f));
         }
     }
     let mut corruptions = w.corruptions + low.len() as u64;
-    if fix.errors && !low.is_empty() {
+    // A refcount of 0 under a cluster in use cannot be patched in place
+    // (the cluster could be handed out again): qemu-img rebuilds the
+    // structure with `-r all` and gives up with `-r leaks` (observed).
+    let zero_low = low.iter().any(|&(_, r, _)| r == 0);
+    if fix.leaks && !fix.errors && zero_low {
+        w.messages
+            .push("ERROR need to rebuild refcount structures".to_string());
+        return Err(Error::CheckFailed {
+            messages: std::mem::take(&mut w.messages),
+            error: Box::new(Error::RawIo(std::io::Error::from_raw_os_error(5))),
+        });
+    }
+    if fix.errors && zero_low {
         w.messages.push("Rebuilding refcount structure".to_string());
-        rebuild(img, &mut w)?;
+        rebuild(img, w)?;
         corruptions_fixed += low.len() as u64;
         corruptions -= low.len() as u64;
         leaks_fixed += leaked.len() as u64;
-    } else if fix.leaks {
-        for &(i, r, f) in &leaked {
-            w.messages
-                .push(format!("Leaked cluster {i} refcount={r} reference={f}"));
+    } else if fix.leaks || fix.errors {
+        // Every mismatch in cluster order: fixed in place when the mode
+        // allows, else reported again (as qemu-img does).
+        let mut all: Vec<(u64, u64, u64)> = low.iter().chain(&leaked).copied().collect();
+        all.sort_unstable();
+        for (i, r, f) in all {
+            let fixable = if r > f { fix.leaks } else { fix.errors };
+            if !fixable {
+                if r < f {
+                    w.messages
+                        .push(format!("ERROR cluster {i} refcount={r} reference={f}"));
+                } else {
+                    leaks += 1;
+                }
+                continue;
+            }
             w.messages
                 .push(format!("Repairing cluster {i} refcount={r} reference={f}"));
-            img.rc.update(&img.file, i, 1, -((r - f) as i64))?;
-            leaks_fixed += 1;
+            img.rc.update(&img.file, i, 1, f as i64 - r as i64)?;
+            if r > f {
+                leaks_fixed += 1;
+            } else {
+                corruptions_fixed += 1;
+                corruptions -= 1;
+            }
         }
     } else {
         leaks = leaked.len() as u64;
@@ -404,7 +459,7 @@ fn run_pass(img: &mut Qcow2, fix: FixMode) -> Result<CheckReport> {
         allocated_clusters: Some(w.allocated),
         fragmented_clusters: Some(w.fragmented),
         compressed_clusters: Some(w.compressed),
-        messages: w.messages,
+        messages: std::mem::take(&mut w.messages),
     })
 }
 
@@ -605,4 +660,31 @@ pub(super) fn write_structure(
     img.rc = Refcounts::load(&img.file, cb, order, table_off, table as u32)?;
     img.rc.free_index = 0;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_checks_keep_their_messages_in_order() {
+        let e = with_messages(
+            vec!["a".into()],
+            Error::CheckFailed {
+                messages: vec!["b".into()],
+                error: Box::new(Error::corrupt("x")),
+            },
+        );
+        match e {
+            Error::CheckFailed { messages, error } => {
+                assert_eq!(messages, ["a", "b"]);
+                assert_eq!(error.to_string(), "x");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let plain = with_messages(Vec::new(), Error::corrupt("y"));
+        assert!(matches!(plain, Error::Corrupt(m) if m == "y"));
+        let wrapped = with_messages(vec!["c".into()], Error::corrupt("z"));
+        assert!(matches!(wrapped, Error::CheckFailed { ref messages, .. } if messages == &["c"]));
+    }
 }

@@ -543,13 +543,85 @@ impl Qcow2 {
     }
 }
 
+/// Options of the encryption layer, which `measure` sizes apart.
+const ENCRYPT_KEYS: &[&str] = &[
+    "encryption",
+    "encrypt.format",
+    "encrypt.key-secret",
+    "encrypt.cipher-alg",
+    "encrypt.cipher-mode",
+    "encrypt.ivgen-alg",
+    "encrypt.ivgen-hash-alg",
+    "encrypt.hash-alg",
+    "encrypt.iter-time",
+];
+
+/// Bytes of the LUKS header `measure` adds for `encrypt.format=luks`
+/// (observed: 4096 plus 8 key slots of the key size times 4000 stripes,
+/// each rounded up to 4096; XTS doubles the key). Other encryption
+/// options do not change the sizes.
+fn luks_header_bytes(opts: &CreateOpts) -> Result<Option<u64>> {
+    if opts.get("encrypt.format") != Some("luks") {
+        return Ok(None);
+    }
+    if opts.get("encrypt.key-secret").is_none() {
+        return Err(Error::invalid(
+            "Parameter 'encrypt.key-secret' is required for cipher",
+        ));
+    }
+    let alg = opts.get("encrypt.cipher-alg").unwrap_or("aes-256");
+    let key: u64 = match alg {
+        "aes-128" | "twofish-128" | "serpent-128" | "cast5-128" | "sm4" => 16,
+        "aes-192" | "twofish-192" | "serpent-192" => 24,
+        "aes-256" | "twofish-256" | "serpent-256" => 32,
+        _ => {
+            return Err(Error::invalid(format!(
+                "Parameter 'cipher-alg' does not accept value '{alg}'"
+            )))
+        }
+    };
+    let mode = opts.get("encrypt.cipher-mode").unwrap_or("xts");
+    let key = match mode {
+        "xts" => key * 2,
+        "ecb" | "cbc" | "ctr" => key,
+        _ => {
+            return Err(Error::invalid(format!(
+                "Parameter 'cipher-mode' does not accept value '{mode}'"
+            )))
+        }
+    };
+    Ok(Some(4096 + 8 * (key * 4000).div_ceil(4096) * 4096))
+}
+
 /// `qemu-img measure -O qcow2`.
 pub fn measure(
     opts: &CreateOpts,
     size: u64,
     source: Option<&mut dyn BlockDriver>,
 ) -> Result<Measure> {
-    let p = parse_params(opts)?;
+    let luks = luks_header_bytes(opts)?;
+    let mut plain = opts.clone();
+    for k in ENCRYPT_KEYS {
+        plain.remove(k);
+    }
+    // measure names bad values in its own words, after the cluster size.
+    let mut base_opts = plain.clone();
+    base_opts.remove("compat");
+    base_opts.remove("preallocation");
+    parse_params(&base_opts)?;
+    if let Some(v) = plain.get("compat") {
+        if parse_version(v).is_err() {
+            return Err(Error::invalid(format!(
+                "Invalid compatibility level: '{v}'"
+            )));
+        }
+    }
+    if let Some(v) = plain.get("preallocation") {
+        if Prealloc::parse(v).is_err() {
+            return Err(Error::invalid(format!("invalid parameter value: {v}")));
+        }
+    }
+    let p = parse_params(&plain)?;
     let size = size.div_ceil(512) * 512;
     let cb = p.cluster_bits;
     let cs = 1u64 << cb;
@@ -610,9 +682,11 @@ pub fn measure(
             meta + clusters * cs
         }
     };
+    // The LUKS header sits in whole clusters outside the refcounted sizes.
+    let crypt = luks.map_or(0, |b| b.div_ceil(cs) * cs);
     Ok(Measure {
-        required,
-        fully_allocated: full,
+        required: required + crypt,
+        fully_allocated: full + crypt,
         bitmaps,
     })
 }

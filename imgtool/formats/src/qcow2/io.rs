@@ -116,7 +116,8 @@ impl Qcow2 {
         }
         if l2off & (self.cluster_size() - 1) != 0 {
             return Err(Error::corrupt(format!(
-                "L2 table offset {l2off:#x} unaligned (L1 index: {l1i:#x})"
+                "L2 table offset {l2off:#x} unaligned (L1 index: {})",
+                c_hex(l1i as u64)
             )));
         }
         let cb = self.cluster_bits;
@@ -133,6 +134,14 @@ impl Qcow2 {
             } else {
                 classify_standard(words[ci], cb, version)
             }
+            .map_err(|e| match e {
+                // QEMU names the damaged L2 entry.
+                Error::Corrupt(m) => Error::corrupt(format!(
+                    "{m} (L2 offset: {l2off:#x}, L2 index: {})",
+                    c_hex(ci as u64)
+                )),
+                e => e,
+            })
         };
         let first = unit_map(offset)?;
         let in_unit = offset & ((1 << ub) - 1);
@@ -143,10 +152,17 @@ impl Qcow2 {
         };
         let mut pos = ((offset >> ub) + 1) << ub;
         while pos < lim {
-            let m = unit_map(pos)?;
+            // A damaged entry ends the run; it is reported when a query
+            // starts there (QEMU returns the valid prefix first).
+            let Ok(m) = unit_map(pos) else {
+                break;
+            };
             let same = match (first, m) {
                 (Mapping::Data(h0), Mapping::Data(h)) => h == h0 + (pos - offset),
-                (Mapping::Zero(_), Mapping::Zero(_)) => true,
+                // Preallocated zero clusters join only contiguous ones
+                // (QEMU reports their host offsets), never plain ones.
+                (Mapping::Zero(None), Mapping::Zero(None)) => true,
+                (Mapping::Zero(Some(h0)), Mapping::Zero(Some(h))) => h == h0 + (pos - offset),
                 (Mapping::Unallocated, Mapping::Unallocated) => true,
                 (Mapping::Compressed(a), Mapping::Compressed(b)) => {
                     a == b && (pos >> cb) == (offset >> cb)
@@ -303,7 +319,12 @@ impl Qcow2 {
         let mut result: Option<BlockStatus> = None;
         // Merge runs across L2 tables.
         while total < max_len {
-            let (m, len) = self.map(offset + total, max_len - total)?;
+            let (m, len) = match self.map(offset + total, max_len - total) {
+                Ok(x) => x,
+                // Damage after a valid run is reported by the next query.
+                Err(_) if result.is_some() => break,
+                Err(e) => return Err(e),
+            };
             let (alloc, host) = match m {
                 Mapping::Unallocated => (Alloc::Unallocated, None),
                 Mapping::Zero(h) => (Alloc::Zero, h),
@@ -323,7 +344,11 @@ impl Qcow2 {
                         && match alloc {
                             Alloc::Data => host == r.offset.map(|o| o + r.len),
                             Alloc::Compressed => false,
-                            Alloc::Zero => true,
+                            Alloc::Zero => match (r.offset, host) {
+                                (None, None) => true,
+                                (Some(o), Some(h)) => h == o + r.len,
+                                _ => false,
+                            },
                             Alloc::Unallocated => true,
                         };
                     if !cont {
@@ -997,5 +1022,14 @@ impl Qcow2 {
         }
         let held = self.held(old);
         self.release(held)
+    }
+}
+
+/// C's `%#x`: hexadecimal with `0x`, except a plain `0` for zero.
+fn c_hex(v: u64) -> String {
+    if v == 0 {
+        "0".to_string()
+    } else {
+        format!("{v:#x}")
     }
 }

@@ -95,6 +95,8 @@ pub struct Qcow2 {
     prepared_for_write: bool,
     /// References the current write request dropped, released at its end.
     pending_release: Vec<io::Held>,
+    /// Whether the image looks metadata-preallocated (decided once).
+    metadata_prealloc: Option<bool>,
 }
 
 impl Qcow2 {
@@ -171,7 +173,7 @@ impl Qcow2 {
             }
             CompressionType::Zlib
         };
-        if opts.writable && hdr.incompatible & header::INCOMPAT_CORRUPT != 0 {
+        if opts.writable && !opts.repair && hdr.incompatible & header::INCOMPAT_CORRUPT != 0 {
             return Err(Error::corrupt(
                 "qcow2: Image is corrupt; cannot be opened read/write",
             ));
@@ -248,11 +250,17 @@ impl Qcow2 {
             snapshots,
             free_byte_offset: 0,
             decompressed: None,
+            metadata_prealloc: None,
             prepared_for_write: false,
             pending_release: Vec::new(),
             hdr,
         };
-        if opts.writable && img.hdr.incompatible & header::INCOMPAT_DIRTY != 0 {
+        if opts.writable && opts.repair && img.hdr.incompatible & header::INCOMPAT_DIRTY != 0 {
+            // Opened to be checked and repaired: the check itself finds
+            // (and with `-r all` rebuilds) stale refcounts, as qemu-img's.
+            img.hdr.incompatible &= !header::INCOMPAT_DIRTY;
+            img.write_header()?;
+        } else if opts.writable && img.hdr.incompatible & header::INCOMPAT_DIRTY != 0 {
             // Refcounts may be stale after a crash with lazy refcounts:
             // rebuild them, then the image is clean again.
             img.check(FixMode {
@@ -342,6 +350,26 @@ impl Qcow2 {
 impl BlockDriver for Qcow2 {
     fn format_name(&self) -> &'static str {
         "qcow2"
+    }
+
+    /// Observed from qemu-img: an image looks metadata-preallocated when
+    /// the clusters in use (nonzero refcount) are at least the clusters the
+    /// host file really allocates (whole clusters of `st_blocks * 512`)
+    /// times 10/9 (rounded down), and at least those plus two; the length
+    /// of the file plays no part.
+    fn map_zeroes_from_host(&mut self) -> bool {
+        if let Some(v) = self.metadata_prealloc {
+            return v;
+        }
+        let v = match (self.file.allocated_size(), self.rc.count_used(&self.file)) {
+            (Ok(real), Ok(used)) => {
+                let real = real >> self.cluster_bits;
+                used >= (real * 10 / 9).max(real + 2)
+            }
+            _ => false,
+        };
+        self.metadata_prealloc = Some(v);
+        v
     }
 
     fn file(&self) -> &ImageFile {
@@ -480,7 +508,16 @@ impl BlockDriver for Qcow2 {
     }
 
     fn check(&mut self, fix: FixMode) -> Result<CheckReport> {
-        check::check(self, fix)
+        let report = check::check(self, fix)?;
+        if (fix.leaks || fix.errors)
+            && report.corruptions == 0
+            && self.hdr.incompatible & header::INCOMPAT_CORRUPT != 0
+        {
+            // A successful repair clears the corrupt mark.
+            self.hdr.incompatible &= !header::INCOMPAT_CORRUPT;
+            self.write_header()?;
+        }
+        Ok(report)
     }
 
     fn resize(&mut self, new_size: u64, prealloc: Prealloc, shrink: bool) -> Result<()> {

@@ -196,6 +196,23 @@ impl Refcounts {
         }
     }
 
+    /// Number of clusters with a nonzero refcount.
+    pub fn count_used(&mut self, file: &ImageFile) -> Result<u64> {
+        let mut used = 0;
+        for ti in 0..self.table.len() {
+            let off = self.block_offset(ti);
+            if off == 0 {
+                continue;
+            }
+            let i = self.block(file, off)?;
+            let data = &self.cache[i].data;
+            used += (0..1usize << self.block_bits())
+                .filter(|&idx| Self::get_entry(self.order, data, idx) != 0)
+                .count() as u64;
+        }
+        Ok(used)
+    }
+
     /// The refcount of cluster `cluster` (0 beyond the table).
     pub fn get(&mut self, file: &ImageFile, cluster: u64) -> Result<u64> {
         let ti = cluster >> self.block_bits();
