@@ -80,6 +80,7 @@ pub fn exercise(data: &[u8], fmt: Option<&str>, tag: &str) {
             writable,
             key: Some(b"abc".to_vec()),
             no_backing: true,
+            ..OpenOpts::default()
         };
         if let Ok(mut img) = imgformats::open_image(&path, fmt, &opts) {
             let _ = img.format_specific();
