@@ -2,7 +2,8 @@
 //! zero detection, chain-aware block status, and compression of clusters on
 //! all cores while the image is written in order on this thread.
 
-use imgformats::{Alloc, BlockDriver, Result};
+pub use imgformats::{chain_run, RunKind};
+use imgformats::{BlockDriver, Result};
 
 /// Largest buffer moved in one read/write.
 pub const CHUNK: u64 = 1 << 20;
@@ -17,49 +18,6 @@ pub fn is_zero(buf: &[u8]) -> bool {
     pre.iter().all(|&b| b == 0)
         && mid.iter().fold(0u128, |acc, &w| acc | w) == 0
         && post.iter().all(|&b| b == 0)
-}
-
-/// What a run of a chain holds, for copying.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RunKind {
-    /// Reads as zeroes.
-    Zero,
-    /// Holds data (maybe zero-valued; the copier checks).
-    Data,
-    /// Not allocated in the layers being copied (left to a backing file).
-    Unallocated,
-}
-
-/// Status of the chain from `img` down, stopping before layer `depth_limit`
-/// (`None`: the whole chain, where unallocated means zero). Returns the run
-/// length (<= max_len) and its kind.
-pub fn chain_run(
-    img: &mut dyn BlockDriver,
-    offset: u64,
-    max_len: u64,
-    depth_limit: Option<usize>,
-) -> Result<(u64, RunKind)> {
-    if depth_limit == Some(0) {
-        return Ok((max_len, RunKind::Unallocated));
-    }
-    let (st, zero) = imgformats::layer_status(img, offset, max_len)?;
-    match st.alloc {
-        Alloc::Data if zero => Ok((st.len, RunKind::Zero)),
-        Alloc::Data | Alloc::Compressed => Ok((st.len, RunKind::Data)),
-        Alloc::Zero => Ok((st.len, RunKind::Zero)),
-        Alloc::Unallocated => {
-            let next = depth_limit.map(|d| d - 1);
-            match img.backing() {
-                Some(b) if offset < b.size() => {
-                    let max = st.len.min(b.size() - offset);
-                    chain_run(b, offset, max, next)
-                }
-                Some(_) => Ok((st.len, RunKind::Zero)),
-                None if depth_limit.is_some() => Ok((st.len, RunKind::Unallocated)),
-                None => Ok((st.len, RunKind::Zero)),
-            }
-        }
-    }
 }
 
 /// Like [`chain_run`], but joins following runs of the same kind (up to

@@ -96,22 +96,6 @@ fn raw_measure(
     })
 }
 
-/// Bytes of `src` (up to `size`) that are not known to read as zero, over the
-/// whole backing chain: what a raw copy must write.
-pub fn allocated_bytes(src: &mut dyn BlockDriver, size: u64) -> Result<u64> {
-    let end = size.min(src.size());
-    let mut off = 0;
-    let mut total = 0;
-    while off < end {
-        let (len, data) = chain_status(src, off, end - off)?;
-        if data {
-            total += len;
-        }
-        off += len;
-    }
-    Ok(total)
-}
-
 /// One layer's status refined by its host file: plainly stored data over a
 /// hole of the host file reads as zeroes (QEMU reports such runs with
 /// `"zero": true, "data": true`), for layers that ask for it
@@ -137,22 +121,55 @@ pub fn layer_status(
     Ok((st, zero))
 }
 
-/// Walks the chain at `offset`: returns the run length and whether the run
-/// holds data (false when it reads as zeroes in every layer down to the one
-/// that defines it).
-pub fn chain_status(top: &mut dyn BlockDriver, offset: u64, max_len: u64) -> Result<(u64, bool)> {
-    let (st, zero) = layer_status(top, offset, max_len)?;
-    match st.alloc {
-        Alloc::Data | Alloc::Compressed => Ok((st.len, !zero)),
-        Alloc::Zero => Ok((st.len, false)),
-        Alloc::Unallocated => match top.backing() {
-            Some(b) if offset < b.size() => {
-                let max = st.len.min(b.size() - offset);
-                chain_status(b, offset, max)
-            }
-            _ => Ok((st.len, false)),
-        },
+/// What a run of a backing chain holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunKind {
+    /// Reads as zeroes.
+    Zero,
+    /// Holds data (maybe zero-valued; copiers check).
+    Data,
+    /// Not allocated in the layers looked at (left to a backing file).
+    Unallocated,
+}
+
+/// Status of the chain from `img` down, stopping before layer `depth_limit`
+/// (`None`: the whole chain, where unallocated means zero). Returns the run
+/// length (<= max_len) and its kind.
+pub fn chain_run(
+    img: &mut dyn BlockDriver,
+    offset: u64,
+    max_len: u64,
+    depth_limit: Option<usize>,
+) -> Result<(u64, RunKind)> {
+    if depth_limit == Some(0) {
+        return Ok((max_len, RunKind::Unallocated));
     }
+    let (st, zero) = layer_status(img, offset, max_len)?;
+    match st.alloc {
+        Alloc::Data if zero => Ok((st.len, RunKind::Zero)),
+        Alloc::Data | Alloc::Compressed => Ok((st.len, RunKind::Data)),
+        Alloc::Zero => Ok((st.len, RunKind::Zero)),
+        Alloc::Unallocated => {
+            let next = depth_limit.map(|d| d - 1);
+            match img.backing() {
+                Some(b) if offset < b.size() => {
+                    let max = st.len.min(b.size() - offset);
+                    chain_run(b, offset, max, next)
+                }
+                Some(_) => Ok((st.len, RunKind::Zero)),
+                None if depth_limit.is_some() => Ok((st.len, RunKind::Unallocated)),
+                None => Ok((st.len, RunKind::Zero)),
+            }
+        }
+    }
+}
+
+/// Walks the whole chain at `offset`: returns the run length and whether the
+/// run holds data (false when it reads as zeroes in every layer down to the
+/// one that defines it).
+pub fn chain_status(top: &mut dyn BlockDriver, offset: u64, max_len: u64) -> Result<(u64, bool)> {
+    let (len, kind) = chain_run(top, offset, max_len, None)?;
+    Ok((len, kind == RunKind::Data))
 }
 
 /// The qcow2 options `amend` can change, in `amend -o help` order (the

@@ -84,11 +84,13 @@ pub struct Header {
     pub unknown_exts: Vec<(u32, Vec<u8>)>,
 }
 
-fn be32(b: &[u8], o: usize) -> u32 {
+/// Big-endian u32 at `o` (the caller checked the bounds).
+pub(super) fn be32(b: &[u8], o: usize) -> u32 {
     u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
 
-fn be64(b: &[u8], o: usize) -> u64 {
+/// Big-endian u64 at `o` (the caller checked the bounds).
+pub(super) fn be64(b: &[u8], o: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[o..o + 8]);
     u64::from_be_bytes(a)

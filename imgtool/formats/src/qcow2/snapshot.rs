@@ -4,6 +4,7 @@
 //! L1 active), delete (drop those references) and list.
 
 use super::cluster::{COMPRESSED, COPIED, OFFSET_MASK};
+use super::header::{be32, be64};
 use super::io::Held;
 use super::refcount::Refcounts;
 use super::Qcow2;
@@ -31,16 +32,6 @@ pub struct Snapshot {
     pub icount: Option<u64>,
     /// Extra data bytes past the fields this implementation knows.
     pub extra_tail: Vec<u8>,
-}
-
-fn be32(b: &[u8], o: usize) -> u32 {
-    u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
-fn be64(b: &[u8], o: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[o..o + 8]);
-    u64::from_be_bytes(a)
 }
 
 impl Snapshot {
