@@ -544,6 +544,7 @@ impl Copier<'_> {
                 Ok(())
             };
             let batch = cluster * 4;
+            let max_in_flight = threads as u64 * 4;
             let mut buf = Vec::new();
             let mut off = 0u64;
             let result = (|| -> Result<(), Fail> {
@@ -578,6 +579,16 @@ impl Copier<'_> {
                             pending.insert(d.seq, d);
                         }
                         flush_ready(self, &mut pending, &mut next, &mut spare, progress)?;
+                        // Bound the clusters in flight: when one worker is
+                        // descheduled, the others must not run ahead and pile
+                        // up finished clusters waiting for its result.
+                        while seq - next > max_in_flight {
+                            let Ok(d) = done_rx.recv() else {
+                                return Err(Fail::msg("compression worker stopped"));
+                            };
+                            pending.insert(d.seq, d);
+                            flush_ready(self, &mut pending, &mut next, &mut spare, progress)?;
+                        }
                     }
                     off += len;
                 }
