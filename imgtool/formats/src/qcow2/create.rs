@@ -317,17 +317,16 @@ pub fn create(path: &Path, size: u64, opts: &CreateOpts) -> Result<()> {
     if p.lazy_refcounts {
         h.compatible |= header::COMPAT_LAZY_REFCOUNTS;
     }
+    // One write of all three clusters: a header that points at a refcount
+    // table not yet written (a kill between two writes) is a corrupt image.
+    let c = cs as usize;
     let mut first = h.serialize()?;
-    first.resize(cs as usize, 0);
-    file.write_at(&first, 0)?;
-    let mut rt = vec![0u8; cs as usize];
-    rt[..8].copy_from_slice(&(2 * cs).to_be_bytes());
-    file.write_at(&rt, cs)?;
-    let mut rb = vec![0u8; cs as usize];
+    first.resize(3 * c, 0);
+    first[c..c + 8].copy_from_slice(&(2 * cs).to_be_bytes());
     for i in 0..3 {
-        Refcounts::set_entry(p.refcount_order, &mut rb, i, 1);
+        Refcounts::set_entry(p.refcount_order, &mut first[2 * c..], i, 1);
     }
-    file.write_at(&rb, 2 * cs)?;
+    file.write_at(&first, 0)?;
     drop(file);
 
     let file = ImageFile::open(path, true)?;
