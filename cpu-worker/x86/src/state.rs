@@ -51,6 +51,19 @@ pub struct Segment {
     pub flags: u32,
 }
 
+/// The exit-request word: an atomic u32 (same layout as u32, so translated
+/// code reads it at its offset) that clones by value.
+#[repr(transparent)]
+#[derive(Debug, Default)]
+pub struct ExitRequest(pub std::sync::atomic::AtomicU32);
+
+impl Clone for ExitRequest {
+    fn clone(&self) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        ExitRequest(AtomicU32::new(self.0.load(Ordering::Relaxed)))
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Debug)]
 pub struct CpuState {
@@ -73,6 +86,10 @@ pub struct CpuState {
     /// Raw segment descriptors the environment may load selectors from
     /// (user mode: the GDT's thread-local entries set by set_thread_area).
     pub gdt: [u64; 16],
+    /// Non-zero asks the running code to stop at the next instruction or
+    /// block boundary (a signal arrived, another thread wants the CPU).
+    /// Written from signal handlers and other threads.
+    pub exit_request: ExitRequest,
 }
 
 impl Default for CpuState {
@@ -90,6 +107,7 @@ impl Default for CpuState {
             mxcsr: 0x1f80,
             mm: [0; 8],
             gdt: [0; 16],
+            exit_request: ExitRequest::default(),
         }
     }
 }
