@@ -5,5 +5,6 @@
 pub mod cpuid;
 pub mod flags;
 pub mod interp;
+pub mod jit;
 pub mod mem;
 pub mod state;

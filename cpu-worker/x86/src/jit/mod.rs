@@ -1,0 +1,442 @@
+//! The execution engine: an interpreter for cold code and a Cranelift JIT
+//! for hot blocks (DESIGN.md §4).
+//!
+//! Every block start is counted while it runs in the interpreter; once a
+//! block has run `HOT_THRESHOLD` times it is translated. Translated code is
+//! kept in generations (one `JITModule` each) and dropped whole when the
+//! code cache is flushed. Writes to pages holding translated code are
+//! reported by the memory (`DirectMemory::take_code_writes`) and drop the
+//! blocks made from those pages.
+
+mod entry;
+pub mod translate;
+
+use std::collections::HashMap;
+
+use cranelift_codegen::ir::{types, AbiParam, Signature};
+use cranelift_codegen::isa::CallConv;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::Module;
+use iced_x86::Instruction;
+
+pub use entry::recover_from_fault;
+use translate::{Helpers, Translator, EXIT_EXCEPTION, EXIT_FAULT, EXIT_NEXT, EXIT_SMC};
+
+use crate::interp::{self, Env};
+use crate::mem::{Exception, MemFault, Memory};
+use crate::state::CpuState;
+
+/// A guest memory that the translated code may access directly.
+pub trait DirectMemory: Memory {
+    /// Host address of guest linear address 0. Guest addresses 0..2^32 are
+    /// reserved there with host protections equal to the guest's, so an
+    /// access that the guest may not make faults on the host.
+    fn host_base(&self) -> *mut u8;
+    /// Translated code was made from guest page `page` (address >> 12):
+    /// from now on a write to it must be detected (host write protection
+    /// and the SIGSEGV handler, or the checked write path).
+    fn protect_code(&mut self, page: u32);
+    /// Appends the code pages written since the last call.
+    fn take_code_writes(&mut self, out: &mut Vec<u32>);
+    /// The guest fault recorded by the signal handler before it made the
+    /// block exit with `EXIT_FAULT`.
+    fn take_fault(&mut self) -> Option<MemFault>;
+}
+
+/// Why `Engine::run` returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    Exception(Exception),
+    /// `exit_request` was set.
+    Interrupted,
+}
+
+/// Executions of a block in the interpreter before it is translated.
+const HOT_THRESHOLD: u32 = 32;
+/// Guest instructions per block at most.
+const MAX_BLOCK_INSNS: usize = 64;
+/// Code generated per generation before the cache is flushed.
+const GENERATION_BYTES: usize = 64 << 20;
+const FRONT_CACHE: usize = 4096;
+
+struct TBlock {
+    code: *const u8,
+    /// The decoded instructions the translated code points into.
+    _insns: Box<[Instruction]>,
+}
+
+struct RunCtx<M, E> {
+    mem: *mut M,
+    env: *mut E,
+    exception: Option<Exception>,
+}
+
+/// Statistics for `-d exec`-style reports and the monitor.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub translated: u64,
+    pub flushes: u64,
+    pub invalidated: u64,
+    pub interp_insns: u64,
+}
+
+pub struct Engine {
+    module: Option<JITModule>,
+    generation_bytes: usize,
+    blocks: HashMap<u32, TBlock>,
+    counts: HashMap<u32, u32>,
+    page_blocks: HashMap<u32, Vec<u32>>,
+    front: Box<[(u32, *const u8)]>,
+    ctx: Context,
+    fctx: FunctionBuilderContext,
+    code_writes: Vec<u32>,
+    pub stats: Stats,
+    /// Translation disabled (`-d nojit`-style debugging, or JIT failure).
+    pub interpret_only: bool,
+}
+
+fn new_module() -> Result<JITModule, String> {
+    let mut flags = settings::builder();
+    flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
+    let isa = cranelift_native::builder()
+        .map_err(|e| e.to_string())?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| e.to_string())?;
+    let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+    let arena = cranelift_jit::ArenaMemoryProvider::new_with_size(GENERATION_BYTES + (8 << 20))
+        .map_err(|e| e.to_string())?;
+    builder.memory_provider(Box::new(arena));
+    Ok(JITModule::new(builder))
+}
+
+/// The interpreter helper called from translated code.
+extern "C" fn helper_step<M: Memory, E: Env>(
+    cpu: *mut CpuState,
+    ctx: *mut RunCtx<M, E>,
+    insn: *const Instruction,
+) -> u64 {
+    // SAFETY: translated code passes the pointers `Engine::run` gave it;
+    // they are valid and unaliased for the duration of the call.
+    let (cpu, ctx, insn) = unsafe { (&mut *cpu, &mut *ctx, &*insn) };
+    // SAFETY: as above: `mem` and `env` outlive the run.
+    let (mem, env) = unsafe { (&mut *ctx.mem, &mut *ctx.env) };
+    match interp::step(cpu, mem, env, insn) {
+        Ok(()) => EXIT_NEXT,
+        Err(e) => {
+            ctx.exception = Some(e);
+            EXIT_EXCEPTION
+        }
+    }
+}
+
+extern "C" fn helper_cond(cpu: *const CpuState, cc: u32) -> u32 {
+    // SAFETY: translated code passes the CpuState it runs on.
+    let cpu = unsafe { &*cpu };
+    if cc == 2 {
+        // Used for "CF as 0/1" too (condition B).
+        return crate::flags::compute(cpu) & crate::state::CF;
+    }
+    crate::flags::condition(cpu, cc as u8) as u32
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Engine {
+    pub fn new() -> Self {
+        let (module, interpret_only) = match new_module() {
+            Ok(m) => (Some(m), false),
+            Err(_) => (None, true),
+        };
+        let ctx = module
+            .as_ref()
+            .map(|m| m.make_context())
+            .unwrap_or_else(Context::new);
+        Engine {
+            module,
+            generation_bytes: 0,
+            blocks: HashMap::new(),
+            counts: HashMap::new(),
+            page_blocks: HashMap::new(),
+            front: vec![(u32::MAX, std::ptr::null()); FRONT_CACHE].into_boxed_slice(),
+            ctx,
+            fctx: FunctionBuilderContext::new(),
+            code_writes: Vec::new(),
+            stats: Stats::default(),
+            interpret_only,
+        }
+    }
+
+    /// Drops every translation (e.g. after munmap of code or on request).
+    pub fn flush(&mut self) {
+        self.blocks.clear();
+        self.page_blocks.clear();
+        self.counts.clear();
+        self.front.fill((u32::MAX, std::ptr::null()));
+        if let Some(m) = self.module.take() {
+            // SAFETY: no translated code runs (we are in the dispatcher)
+            // and every pointer into it was dropped just above.
+            unsafe { m.free_memory() };
+        }
+        self.module = new_module().ok();
+        if self.module.is_none() {
+            self.interpret_only = true;
+        }
+        self.generation_bytes = 0;
+        self.stats.flushes += 1;
+        entry::JIT_THREAD.with(|t| {
+            t.code_lo.set(0);
+            t.code_hi.set(0);
+        });
+    }
+
+    /// Drops the translations made from guest page `page`.
+    pub fn invalidate_page(&mut self, page: u32) {
+        if let Some(list) = self.page_blocks.remove(&page) {
+            for eip in list {
+                if self.blocks.remove(&eip).is_some() {
+                    self.stats.invalidated += 1;
+                }
+                self.counts.remove(&eip);
+            }
+            self.front.fill((u32::MAX, std::ptr::null()));
+        }
+    }
+
+    /// Runs guest code until an exception or an exit request.
+    pub fn run<M: DirectMemory, E: Env>(
+        &mut self,
+        cpu: &mut CpuState,
+        mem: &mut M,
+        env: &mut E,
+    ) -> Stop {
+        use std::sync::atomic::Ordering;
+        let mut rctx = RunCtx::<M, E> {
+            mem: mem as *mut M,
+            env: env as *mut E,
+            exception: None,
+        };
+        loop {
+            if cpu.exit_request.0.load(Ordering::Acquire) != 0 {
+                return Stop::Interrupted;
+            }
+            // SAFETY: `rctx.mem` is `mem`, which we do not otherwise use
+            // while this borrow lives.
+            let m = unsafe { &mut *rctx.mem };
+            m.take_code_writes(&mut self.code_writes);
+            while let Some(p) = self.code_writes.pop() {
+                self.invalidate_page(p);
+            }
+            let eip = cpu.eip;
+            let slot = (eip as usize) & (FRONT_CACHE - 1);
+            let code = if self.front[slot].0 == eip {
+                self.front[slot].1
+            } else if let Some(b) = self.blocks.get(&eip) {
+                self.front[slot] = (eip, b.code);
+                b.code
+            } else {
+                std::ptr::null()
+            };
+            if code.is_null() {
+                let hot = if self.interpret_only {
+                    false
+                } else {
+                    let c = self.counts.entry(eip).or_insert(0);
+                    *c += 1;
+                    *c >= HOT_THRESHOLD
+                };
+                if hot {
+                    if let Err(e) = self.translate::<M, E>(cpu, m) {
+                        // Code we cannot even decode: the interpreter
+                        // raises the right exception below.
+                        let _ = e;
+                        self.counts.insert(eip, 0);
+                    }
+                    continue;
+                }
+                if let Err(e) = self.interpret_block(cpu, m, env) {
+                    return Stop::Exception(e);
+                }
+                continue;
+            }
+            // SAFETY: `code` is a finalized block of the live generation,
+            // compiled for this M and E; cpu and rctx outlive the call.
+            let r = unsafe {
+                entry::enter(
+                    cpu as *mut CpuState as *mut u8,
+                    &mut rctx as *mut RunCtx<M, E> as *mut u8,
+                    code,
+                )
+            };
+            match r {
+                EXIT_NEXT => {}
+                EXIT_EXCEPTION => {
+                    if let Some(e) = rctx.exception.take() {
+                        return Stop::Exception(e);
+                    }
+                }
+                EXIT_FAULT => {
+                    // SAFETY: as above.
+                    let m = unsafe { &mut *rctx.mem };
+                    let f = m.take_fault().unwrap_or(MemFault {
+                        addr: 0,
+                        write: false,
+                        protection: false,
+                    });
+                    return Stop::Exception(Exception::PageFault(f));
+                }
+                EXIT_SMC => {
+                    // A store hit a page with translated code: drop those
+                    // translations, then run the store in the interpreter.
+                    // SAFETY: as above.
+                    let m = unsafe { &mut *rctx.mem };
+                    m.take_code_writes(&mut self.code_writes);
+                    while let Some(p) = self.code_writes.pop() {
+                        self.invalidate_page(p);
+                    }
+                    let r = interp::decode(cpu, m).and_then(|i| interp::step(cpu, m, env, &i));
+                    self.stats.interp_insns += 1;
+                    if let Err(e) = r {
+                        return Stop::Exception(e);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Interprets from EIP to the end of the basic block.
+    fn interpret_block<M: Memory, E: Env>(
+        &mut self,
+        cpu: &mut CpuState,
+        mem: &mut M,
+        env: &mut E,
+    ) -> Result<(), Exception> {
+        for _ in 0..MAX_BLOCK_INSNS {
+            let insn = interp::decode(cpu, mem)?;
+            interp::step(cpu, mem, env, &insn)?;
+            self.stats.interp_insns += 1;
+            if insn.flow_control() != iced_x86::FlowControl::Next {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn translate<M: DirectMemory, E: Env>(
+        &mut self,
+        cpu: &CpuState,
+        mem: &mut M,
+    ) -> Result<(), Exception> {
+        if self.generation_bytes > GENERATION_BYTES {
+            self.flush();
+        }
+        let Some(module) = self.module.as_mut() else {
+            return Err(Exception::InvalidOpcode);
+        };
+        let tcfg = module.target_config();
+        // Decode the block.
+        let start = cpu.eip;
+        let mut insns = Vec::new();
+        let mut probe = cpu.clone();
+        loop {
+            let insn = match interp::decode(&probe, mem) {
+                Ok(i) => i,
+                Err(e) if insns.is_empty() => return Err(e),
+                Err(_) => break,
+            };
+            let flow = insn.flow_control();
+            probe.eip = insn.next_ip32();
+            insns.push(insn);
+            if flow != iced_x86::FlowControl::Next || insns.len() >= MAX_BLOCK_INSNS {
+                break;
+            }
+            // Stay within two pages.
+            if (probe.eip >> 12) != (start >> 12) && (probe.eip & 0xfff) > 0 {
+                break;
+            }
+        }
+        let insns = insns.into_boxed_slice();
+        let last_byte = insns
+            .last()
+            .map(|i| i.next_ip32().wrapping_sub(1))
+            .unwrap_or(start);
+        let pages = (start >> 12, last_byte >> 12);
+
+        let mut sig = Signature::new(CallConv::SystemV);
+        sig.params.push(AbiParam::new(types::I64));
+        sig.params.push(AbiParam::new(types::I64));
+        sig.returns.push(AbiParam::new(types::I64));
+        self.ctx.func.signature = sig.clone();
+        let helpers = Helpers {
+            step: helper_step::<M, E> as *const () as usize,
+            cond: helper_cond as *const () as usize,
+        };
+        {
+            let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
+            let mut t = Translator::new(&mut b, mem.host_base() as u64, helpers);
+            let n = insns.len();
+            for (i, insn) in insns.iter().enumerate() {
+                if !t.instruction(insn, insn as *const Instruction, i + 1 == n) {
+                    break;
+                }
+            }
+            t.finish();
+            b.finalize(tcfg);
+        }
+        let id = module
+            .declare_anonymous_function(&sig)
+            .map_err(|_| Exception::InvalidOpcode)?;
+        let defined = module.define_function(id, &mut self.ctx);
+        let size = self
+            .ctx
+            .compiled_code()
+            .map(|c| c.code_info().total_size as usize)
+            .unwrap_or(0);
+        module.clear_context(&mut self.ctx);
+        if defined.is_err() {
+            self.interpret_only = true;
+            return Err(Exception::InvalidOpcode);
+        }
+        if module.finalize_definitions().is_err() {
+            self.interpret_only = true;
+            return Err(Exception::InvalidOpcode);
+        }
+        let code = module.get_finalized_function(id);
+        self.generation_bytes += size;
+        entry::JIT_THREAD.with(|t| {
+            let lo = code as usize;
+            let hi = lo + size;
+            if t.code_lo.get() == 0 || lo < t.code_lo.get() {
+                t.code_lo.set(lo);
+            }
+            if hi > t.code_hi.get() {
+                t.code_hi.set(hi);
+            }
+        });
+        mem.protect_code(pages.0);
+        self.page_blocks.entry(pages.0).or_default().push(start);
+        if pages.1 != pages.0 {
+            mem.protect_code(pages.1);
+            self.page_blocks.entry(pages.1).or_default().push(start);
+        }
+        self.blocks.insert(
+            start,
+            TBlock {
+                code,
+                _insns: insns,
+            },
+        );
+        self.stats.translated += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,985 @@
+//! Translation of one guest basic block to a Cranelift function
+//! `extern "C" fn(cpu: *mut CpuState, ctx: *mut u8) -> u64`.
+//!
+//! A block is straight-line code: side exits (faults in helpers) leave the
+//! function, and only the last instruction branches. Guest registers and
+//! the lazy flag record are kept as SSA values while the block runs and
+//! written back ("synced") before anything that can observe the state: a
+//! guest memory access (it may fault: the signal handler then abandons the
+//! block, so the state in memory must be exact, with EIP on the faulting
+//! instruction), a helper call, and the block's end.
+//!
+//! Instructions without a lowering here run through the interpreter
+//! (`helper_step`), which keeps every instruction available while the
+//! common ones run as native code.
+
+use std::mem::offset_of;
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{types, AbiParam, Block, InstBuilder, MemFlagsData, Signature, Value};
+use cranelift_codegen::isa::CallConv;
+use cranelift_frontend::FunctionBuilder;
+use iced_x86::{Instruction, Mnemonic, OpKind, Register};
+
+use crate::flags::{self, CcOp};
+use crate::state::{CpuState, ESP};
+
+/// Exit codes returned by a block.
+pub const EXIT_NEXT: u64 = 0;
+pub const EXIT_EXCEPTION: u64 = 1;
+/// Set by the fault handler through `recover_from_fault`.
+pub const EXIT_FAULT: u64 = 2;
+pub const EXIT_SMC: u64 = 3;
+
+/// Addresses of the helpers a block may call.
+#[derive(Clone, Copy)]
+pub struct Helpers {
+    /// `fn(cpu, ctx, insn: *const Instruction) -> u64` (0 or EXIT_EXCEPTION)
+    pub step: usize,
+    /// `fn(cpu, cc: u32) -> u32`
+    pub cond: usize,
+}
+
+const I32: types::Type = types::I32;
+const I64: types::Type = types::I64;
+
+fn reg_off(n: usize) -> i32 {
+    (offset_of!(CpuState, regs) + 4 * n) as i32
+}
+
+const EIP_OFF: i32 = offset_of!(CpuState, eip) as i32;
+const CC_OP_OFF: i32 = offset_of!(CpuState, cc_op) as i32;
+const CC_DST_OFF: i32 = offset_of!(CpuState, cc_dst) as i32;
+const CC_SRC_OFF: i32 = offset_of!(CpuState, cc_src) as i32;
+const CC_SRC2_OFF: i32 = offset_of!(CpuState, cc_src2) as i32;
+
+fn seg_base_off(seg: usize) -> i32 {
+    (offset_of!(CpuState, segs) + seg * std::mem::size_of::<crate::state::Segment>() + 4) as i32
+}
+
+#[derive(Clone, Copy)]
+struct Pending {
+    op: u32,
+    dst: Value,
+    src: Value,
+    src2: Value,
+}
+
+pub struct Translator<'a, 'b> {
+    pub b: &'b mut FunctionBuilder<'a>,
+    cpu: Value,
+    ctx: Value,
+    base: Value,
+    helpers: Helpers,
+    regs: [Option<Value>; 8],
+    dirty: u8,
+    /// The flag record of the last flag-setting instruction, if this block
+    /// produced it; `flags_dirty` when not yet stored.
+    flags: Option<Pending>,
+    flags_dirty: bool,
+    /// The EIP value the state holds now, if known.
+    eip_in_state: Option<u32>,
+    exit: Block,
+    step_sig: cranelift_codegen::ir::SigRef,
+    cond_sig: cranelift_codegen::ir::SigRef,
+}
+
+fn mf() -> MemFlagsData {
+    // Guest memory: may trap (the handler recovers), little-endian.
+    MemFlagsData::new()
+}
+
+fn sf() -> MemFlagsData {
+    // CpuState: always valid.
+    MemFlagsData::trusted()
+}
+
+/// Whether the translator lowers `insn` itself (else: interpreter helper).
+pub fn lowered(insn: &Instruction) -> bool {
+    let all_gpr_or_imm = (0..insn.op_count()).all(|i| match insn.op_kind(i) {
+        OpKind::Register => {
+            insn.op_register(i).is_gpr32()
+                || insn.op_register(i).is_gpr16()
+                || insn.op_register(i).is_gpr8()
+        }
+        OpKind::Memory => insn.memory_base().size() != 2 && insn.memory_index().size() != 2,
+        OpKind::Immediate8
+        | OpKind::Immediate16
+        | OpKind::Immediate32
+        | OpKind::Immediate8to16
+        | OpKind::Immediate8to32
+        | OpKind::NearBranch32 => true,
+        _ => false,
+    });
+    if !all_gpr_or_imm || insn.has_lock_prefix() {
+        return false;
+    }
+    match insn.mnemonic() {
+        Mnemonic::Mov
+        | Mnemonic::Movzx
+        | Mnemonic::Movsx
+        | Mnemonic::Lea
+        | Mnemonic::Add
+        | Mnemonic::Sub
+        | Mnemonic::And
+        | Mnemonic::Or
+        | Mnemonic::Xor
+        | Mnemonic::Cmp
+        | Mnemonic::Test
+        | Mnemonic::Inc
+        | Mnemonic::Dec
+        | Mnemonic::Neg
+        | Mnemonic::Not
+        | Mnemonic::Nop
+        | Mnemonic::Cdq
+        | Mnemonic::Cwde => true,
+        Mnemonic::Push | Mnemonic::Pop => insn.stack_pointer_increment().abs() == 4,
+        Mnemonic::Call => {
+            insn.op_kind(0) == OpKind::NearBranch32 || insn.stack_pointer_increment() == -4
+        }
+        Mnemonic::Ret => insn.stack_pointer_increment() >= 4,
+        Mnemonic::Jmp => !insn.is_jmp_far() && !insn.is_jmp_far_indirect(),
+        Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar => {
+            // Constant non-zero counts only: a zero count leaves the flags.
+            insn.op_count() == 1
+                || matches!(insn.op_kind(1), OpKind::Immediate8) && insn.immediate8() & 0x1f != 0
+        }
+        Mnemonic::Imul => insn.op_count() >= 2,
+        Mnemonic::Xchg => {
+            insn.op_kind(0) == OpKind::Register && insn.op_kind(1) == OpKind::Register
+        }
+        _ if insn.is_jcc_short_or_near() => true,
+        m if is_setcc(m) || is_cmovcc(m) => true,
+        _ => false,
+    }
+}
+
+fn is_setcc(m: Mnemonic) -> bool {
+    matches!(
+        m,
+        Mnemonic::Seta
+            | Mnemonic::Setae
+            | Mnemonic::Setb
+            | Mnemonic::Setbe
+            | Mnemonic::Sete
+            | Mnemonic::Setg
+            | Mnemonic::Setge
+            | Mnemonic::Setl
+            | Mnemonic::Setle
+            | Mnemonic::Setne
+            | Mnemonic::Setno
+            | Mnemonic::Setnp
+            | Mnemonic::Setns
+            | Mnemonic::Seto
+            | Mnemonic::Setp
+            | Mnemonic::Sets
+    )
+}
+
+fn is_cmovcc(m: Mnemonic) -> bool {
+    matches!(
+        m,
+        Mnemonic::Cmova
+            | Mnemonic::Cmovae
+            | Mnemonic::Cmovb
+            | Mnemonic::Cmovbe
+            | Mnemonic::Cmove
+            | Mnemonic::Cmovg
+            | Mnemonic::Cmovge
+            | Mnemonic::Cmovl
+            | Mnemonic::Cmovle
+            | Mnemonic::Cmovne
+            | Mnemonic::Cmovno
+            | Mnemonic::Cmovnp
+            | Mnemonic::Cmovns
+            | Mnemonic::Cmovo
+            | Mnemonic::Cmovp
+            | Mnemonic::Cmovs
+    )
+}
+
+fn size_mask(bytes: u32) -> i64 {
+    match bytes {
+        1 => 0xff,
+        2 => 0xffff,
+        _ => 0xffff_ffff,
+    }
+}
+
+fn op_bytes(insn: &Instruction, i: u32) -> u32 {
+    crate::interp::operand::op_size(insn, i)
+}
+
+impl<'a, 'b> Translator<'a, 'b> {
+    /// Sets up the entry block; `host_base` is where guest address 0 is
+    /// mapped in this process.
+    pub fn new(b: &'b mut FunctionBuilder<'a>, host_base: u64, helpers: Helpers) -> Self {
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let cpu = b.block_params(entry)[0];
+        let ctx = b.block_params(entry)[1];
+        let base = b.ins().iconst(I64, host_base as i64);
+        let exit = b.create_block();
+        b.append_block_param(exit, I64);
+        let mut step = Signature::new(CallConv::SystemV);
+        step.params
+            .extend([AbiParam::new(I64), AbiParam::new(I64), AbiParam::new(I64)]);
+        step.returns.push(AbiParam::new(I64));
+        let step_sig = b.import_signature(step);
+        let mut cond = Signature::new(CallConv::SystemV);
+        cond.params.extend([AbiParam::new(I64), AbiParam::new(I32)]);
+        cond.returns.push(AbiParam::new(I32));
+        let cond_sig = b.import_signature(cond);
+        Translator {
+            b,
+            cpu,
+            ctx,
+            base,
+            helpers,
+            regs: [None; 8],
+            dirty: 0,
+            flags: None,
+            flags_dirty: false,
+            eip_in_state: None,
+            exit,
+            step_sig,
+            cond_sig,
+        }
+    }
+
+    /// Emits the shared exit block and seals everything.
+    pub fn finish(self) {
+        self.b.switch_to_block(self.exit);
+        let code = self.b.block_params(self.exit)[0];
+        self.b.ins().return_(&[code]);
+        self.b.seal_all_blocks();
+    }
+
+    fn iconst(&mut self, v: u32) -> Value {
+        self.b.ins().iconst(I32, v as i64)
+    }
+
+    fn reg32(&mut self, n: usize) -> Value {
+        if let Some(v) = self.regs[n] {
+            return v;
+        }
+        let v = self.b.ins().load(I32, sf(), self.cpu, reg_off(n));
+        self.regs[n] = Some(v);
+        v
+    }
+
+    fn set_reg32(&mut self, n: usize, v: Value) {
+        self.regs[n] = Some(v);
+        self.dirty |= 1 << n;
+    }
+
+    fn read_reg(&mut self, r: Register) -> Value {
+        let n = r.number() & 7;
+        match r.size() {
+            1 if n >= 4 => {
+                let full = self.reg32(n - 4);
+                let s = self.b.ins().ushr_imm_u(full, 8);
+                self.b.ins().band_imm_u(s, 0xff)
+            }
+            1 => {
+                let full = self.reg32(n);
+                self.b.ins().band_imm_u(full, 0xff)
+            }
+            2 => {
+                let full = self.reg32(n);
+                self.b.ins().band_imm_u(full, 0xffff)
+            }
+            _ => self.reg32(n),
+        }
+    }
+
+    fn write_reg(&mut self, r: Register, v: Value) {
+        let n = r.number() & 7;
+        match r.size() {
+            1 => {
+                let (idx, shift) = if n >= 4 { (n - 4, 8) } else { (n, 0) };
+                let full = self.reg32(idx);
+                let keep = self
+                    .b
+                    .ins()
+                    .band_imm_u(full, !(0xffi64 << shift) & 0xffff_ffff);
+                let low = self.b.ins().band_imm_u(v, 0xff);
+                let low = if shift != 0 {
+                    self.b.ins().ishl_imm_u(low, shift)
+                } else {
+                    low
+                };
+                let nv = self.b.ins().bor(keep, low);
+                self.set_reg32(idx, nv);
+            }
+            2 => {
+                let full = self.reg32(n);
+                let keep = self.b.ins().band_imm_u(full, 0xffff_0000);
+                let low = self.b.ins().band_imm_u(v, 0xffff);
+                let nv = self.b.ins().bor(keep, low);
+                self.set_reg32(n, nv);
+            }
+            _ => self.set_reg32(n, v),
+        }
+    }
+
+    /// Writes back dirty registers, the flag record and EIP.
+    fn sync(&mut self, eip: u32) {
+        for n in 0..8 {
+            if self.dirty & (1 << n) != 0 {
+                if let Some(v) = self.regs[n] {
+                    self.b.ins().store(sf(), v, self.cpu, reg_off(n));
+                }
+            }
+        }
+        self.dirty = 0;
+        self.sync_flags();
+        self.store_eip(eip);
+    }
+
+    fn sync_flags(&mut self) {
+        if self.flags_dirty {
+            if let Some(p) = self.flags {
+                let op = self.iconst(p.op);
+                self.b.ins().store(sf(), op, self.cpu, CC_OP_OFF);
+                self.b.ins().store(sf(), p.dst, self.cpu, CC_DST_OFF);
+                self.b.ins().store(sf(), p.src, self.cpu, CC_SRC_OFF);
+                self.b.ins().store(sf(), p.src2, self.cpu, CC_SRC2_OFF);
+            }
+            self.flags_dirty = false;
+        }
+    }
+
+    fn store_eip(&mut self, eip: u32) {
+        if self.eip_in_state != Some(eip) {
+            let v = self.iconst(eip);
+            self.b.ins().store(sf(), v, self.cpu, EIP_OFF);
+            self.eip_in_state = Some(eip);
+        }
+    }
+
+    fn set_flags(&mut self, kind: CcOp, bytes: u32, dst: Value, src: Value, src2: Value) {
+        self.flags = Some(Pending {
+            op: flags::op(kind, bytes),
+            dst,
+            src,
+            src2,
+        });
+        self.flags_dirty = true;
+    }
+
+    /// Linear address of the memory operand.
+    fn ea(&mut self, insn: &Instruction) -> Value {
+        let mut a = self.iconst(insn.memory_displacement32());
+        if insn.memory_base() != Register::None {
+            let r = self.read_reg(insn.memory_base());
+            a = self.b.ins().iadd(a, r);
+        }
+        if insn.memory_index() != Register::None {
+            let r = self.read_reg(insn.memory_index());
+            let s = insn.memory_index_scale();
+            let scaled = if s > 1 {
+                self.b.ins().ishl_imm_u(r, s.trailing_zeros() as i64)
+            } else {
+                r
+            };
+            a = self.b.ins().iadd(a, scaled);
+        }
+        let seg = crate::interp::operand::seg_index(insn.memory_segment());
+        if seg == crate::state::FS || seg == crate::state::GS {
+            let base = self.b.ins().load(I32, sf(), self.cpu, seg_base_off(seg));
+            a = self.b.ins().iadd(a, base);
+        }
+        a
+    }
+
+    fn host_addr(&mut self, addr: Value) -> Value {
+        let wide = self.b.ins().uextend(I64, addr);
+        self.b.ins().iadd(self.base, wide)
+    }
+
+    fn load(&mut self, eip: u32, addr: Value, bytes: u32) -> Value {
+        self.sync(eip);
+        let h = self.host_addr(addr);
+        match bytes {
+            1 => self.b.ins().uload8(I32, mf(), h, 0),
+            2 => self.b.ins().uload16(I32, mf(), h, 0),
+            _ => self.b.ins().load(I32, mf(), h, 0),
+        }
+    }
+
+    fn store(&mut self, eip: u32, addr: Value, v: Value, bytes: u32) {
+        self.sync(eip);
+        let h = self.host_addr(addr);
+        match bytes {
+            1 => self.b.ins().istore8(mf(), v, h, 0),
+            2 => self.b.ins().istore16(mf(), v, h, 0),
+            _ => self.b.ins().store(mf(), v, h, 0),
+        };
+    }
+
+    fn read_op(&mut self, insn: &Instruction, i: u32) -> Value {
+        match insn.op_kind(i) {
+            OpKind::Register => self.read_reg(insn.op_register(i)),
+            OpKind::Memory => {
+                let a = self.ea(insn);
+                self.load(insn.ip32(), a, op_bytes(insn, i))
+            }
+            OpKind::Immediate8 => self.iconst(insn.immediate8() as u32),
+            OpKind::Immediate16 => self.iconst(insn.immediate16() as u32),
+            OpKind::Immediate8to16 => self.iconst(insn.immediate8to16() as u16 as u32),
+            OpKind::Immediate8to32 => self.iconst(insn.immediate8to32() as u32),
+            _ => self.iconst(insn.immediate32()),
+        }
+    }
+
+    /// Writes operand `i`; `addr` is the already computed address for a
+    /// memory operand (read-modify-write forms compute it once).
+    fn write_op(&mut self, insn: &Instruction, i: u32, addr: Option<Value>, v: Value) {
+        match insn.op_kind(i) {
+            OpKind::Register => self.write_reg(insn.op_register(i), v),
+            _ => {
+                let a = match addr {
+                    Some(a) => a,
+                    None => self.ea(insn),
+                };
+                self.store(insn.ip32(), a, v, op_bytes(insn, i));
+            }
+        }
+    }
+
+    /// Reads operand 0 for a read-modify-write, returning its address too.
+    fn read_rmw(&mut self, insn: &Instruction) -> (Value, Option<Value>) {
+        if insn.op_kind(0) == OpKind::Memory {
+            let a = self.ea(insn);
+            let v = self.load(insn.ip32(), a, op_bytes(insn, 0));
+            (v, Some(a))
+        } else {
+            (self.read_reg(insn.op_register(0)), None)
+        }
+    }
+
+    fn mask(&mut self, v: Value, bytes: u32) -> Value {
+        if bytes == 4 {
+            v
+        } else {
+            self.b.ins().band_imm_u(v, size_mask(bytes))
+        }
+    }
+
+    fn sign_extend(&mut self, v: Value, bytes: u32) -> Value {
+        match bytes {
+            1 => {
+                let n = self.b.ins().ireduce(types::I8, v);
+                self.b.ins().sextend(I32, n)
+            }
+            2 => {
+                let n = self.b.ins().ireduce(types::I16, v);
+                self.b.ins().sextend(I32, n)
+            }
+            _ => v,
+        }
+    }
+
+    fn push(&mut self, eip: u32, v: Value) {
+        let sp = self.reg32(ESP);
+        let nsp = self.b.ins().iadd_imm_s(sp, -4);
+        self.store(eip, nsp, v, 4);
+        self.set_reg32(ESP, nsp);
+    }
+
+    /// Leaves the block with EIP = `target` (a constant or a value).
+    fn end_at(&mut self, target: Value) {
+        self.sync_regs_and_flags();
+        self.b.ins().store(sf(), target, self.cpu, EIP_OFF);
+        let code = self.b.ins().iconst(I64, EXIT_NEXT as i64);
+        self.b.ins().jump(self.exit, &[code.into()]);
+    }
+
+    fn sync_regs_and_flags(&mut self) {
+        for n in 0..8 {
+            if self.dirty & (1 << n) != 0 {
+                if let Some(v) = self.regs[n] {
+                    self.b.ins().store(sf(), v, self.cpu, reg_off(n));
+                }
+            }
+        }
+        self.dirty = 0;
+        self.sync_flags();
+    }
+
+    /// Ends the block after its last instruction (no branch): EIP = next.
+    pub fn end_fallthrough(&mut self, next: u32) {
+        let t = self.iconst(next);
+        self.end_at(t);
+    }
+
+    /// The value (i8, 0/1) of condition `cc` (0-15, the Jcc nibble).
+    fn condition(&mut self, cc: u8) -> Value {
+        if let Some(p) = self.flags {
+            if let Some(v) = self.fast_condition(p, cc >> 1) {
+                return if cc & 1 != 0 {
+                    let one = self.b.ins().iconst(types::I8, 1);
+                    self.b.ins().bxor(v, one)
+                } else {
+                    v
+                };
+            }
+        }
+        self.sync_flags();
+        let cc_v = self.iconst(cc as u32);
+        let callee = self.b.ins().iconst(I64, self.helpers.cond as i64);
+        let call = self
+            .b
+            .ins()
+            .call_indirect(self.cond_sig, callee, &[self.cpu, cc_v]);
+        let r = self.b.inst_results(call)[0];
+        self.b.ins().icmp_imm_u(IntCC::NotEqual, r, 0)
+    }
+
+    /// Condition pairs (the Jcc nibble >> 1: O, B, E, BE, S, P, L, LE)
+    /// computed directly from a flag record this block produced.
+    fn fast_condition(&mut self, p: Pending, pair: u8) -> Option<Value> {
+        let kind = p.op >> 2;
+        let bytes = match p.op & 3 {
+            0 => 1,
+            1 => 2,
+            _ => 4,
+        };
+        let sub = kind == CcOp::Sub as u32;
+        let logic = kind == CcOp::Logic as u32;
+        let add = kind == CcOp::Add as u32;
+        let incdec = kind == CcOp::Inc as u32 || kind == CcOp::Dec as u32;
+        if !(sub || logic || add || incdec) {
+            return None;
+        }
+        let zf = |t: &mut Self| t.b.ins().icmp_imm_u(IntCC::Equal, p.dst, 0);
+        let sign = |t: &mut Self| {
+            let s = t.b.ins().band_imm_u(p.dst, 1i64 << (bytes * 8 - 1));
+            t.b.ins().icmp_imm_u(IntCC::NotEqual, s, 0)
+        };
+        Some(match (pair, sub, logic) {
+            (2, _, _) => zf(self),
+            (4, _, _) => sign(self),
+            (0, true, _) => {
+                let x = self.b.ins().bxor(p.src2, p.src);
+                let y = self.b.ins().bxor(p.src2, p.dst);
+                let o = self.b.ins().band(x, y);
+                let o = self.b.ins().band_imm_u(o, 1i64 << (bytes * 8 - 1));
+                self.b.ins().icmp_imm_u(IntCC::NotEqual, o, 0)
+            }
+            (1, true, _) => self.b.ins().icmp(IntCC::UnsignedLessThan, p.src2, p.src),
+            (3, true, _) => self
+                .b
+                .ins()
+                .icmp(IntCC::UnsignedLessThanOrEqual, p.src2, p.src),
+            (6, true, _) | (7, true, _) => {
+                let a = self.sign_extend(p.src2, bytes);
+                let b = self.sign_extend(p.src, bytes);
+                let cc = if pair == 6 {
+                    IntCC::SignedLessThan
+                } else {
+                    IntCC::SignedLessThanOrEqual
+                };
+                self.b.ins().icmp(cc, a, b)
+            }
+            (0, _, true) | (1, _, true) => self.b.ins().iconst(types::I8, 0),
+            (3, _, true) => zf(self),
+            (6, _, true) => sign(self),
+            (7, _, true) => {
+                let z = zf(self);
+                let s = sign(self);
+                self.b.ins().bor(z, s)
+            }
+            (1, _, _) | (3, _, _) if add => {
+                let c = self.b.ins().icmp(IntCC::UnsignedLessThan, p.dst, p.src2);
+                if pair == 1 {
+                    c
+                } else {
+                    let z = zf(self);
+                    self.b.ins().bor(c, z)
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    /// Runs `insn` through the interpreter helper. Returns true if the block
+    /// must end after it (it may have changed EIP).
+    fn call_step(&mut self, insn: &Instruction, insn_ptr: *const Instruction) {
+        self.sync(insn.ip32());
+        let callee = self.b.ins().iconst(I64, self.helpers.step as i64);
+        let p = self.b.ins().iconst(I64, insn_ptr as i64);
+        let call = self
+            .b
+            .ins()
+            .call_indirect(self.step_sig, callee, &[self.cpu, self.ctx, p]);
+        let r = self.b.inst_results(call)[0];
+        let cont = self.b.create_block();
+        self.b.ins().brif(r, self.exit, &[r.into()], cont, &[]);
+        self.b.switch_to_block(cont);
+        // The helper may have changed anything.
+        self.regs = [None; 8];
+        self.flags = None;
+        self.eip_in_state = None;
+    }
+
+    /// Translates one instruction. Returns false if it ended the block.
+    pub fn instruction(
+        &mut self,
+        insn: &Instruction,
+        insn_ptr: *const Instruction,
+        last: bool,
+    ) -> bool {
+        let eip = insn.ip32();
+        let next = insn.next_ip32();
+        if !lowered(insn) {
+            self.call_step(insn, insn_ptr);
+            let flow = insn.flow_control();
+            if flow != iced_x86::FlowControl::Next || last {
+                // EIP was set by the interpreter.
+                let code = self.b.ins().iconst(I64, EXIT_NEXT as i64);
+                self.b.ins().jump(self.exit, &[code.into()]);
+                return false;
+            }
+            self.eip_in_state = Some(next);
+            return true;
+        }
+        let m = insn.mnemonic();
+        match m {
+            Mnemonic::Nop => {}
+            Mnemonic::Mov => {
+                let v = self.read_op(insn, 1);
+                self.write_op(insn, 0, None, v);
+            }
+            Mnemonic::Movzx | Mnemonic::Movsx => {
+                let v = self.read_op(insn, 1);
+                let v = if m == Mnemonic::Movsx {
+                    let sb = op_bytes(insn, 1);
+                    let s = self.sign_extend(v, sb);
+                    let db = op_bytes(insn, 0);
+                    self.mask(s, db)
+                } else {
+                    v
+                };
+                self.write_op(insn, 0, None, v);
+            }
+            Mnemonic::Lea => {
+                // LEA ignores the segment base.
+                let mut a = self.iconst(insn.memory_displacement32());
+                if insn.memory_base() != Register::None {
+                    let r = self.read_reg(insn.memory_base());
+                    a = self.b.ins().iadd(a, r);
+                }
+                if insn.memory_index() != Register::None {
+                    let r = self.read_reg(insn.memory_index());
+                    let s = insn.memory_index_scale();
+                    let scaled = if s > 1 {
+                        self.b.ins().ishl_imm_u(r, s.trailing_zeros() as i64)
+                    } else {
+                        r
+                    };
+                    a = self.b.ins().iadd(a, scaled);
+                }
+                self.write_op(insn, 0, None, a);
+            }
+            Mnemonic::Add
+            | Mnemonic::Sub
+            | Mnemonic::And
+            | Mnemonic::Or
+            | Mnemonic::Xor
+            | Mnemonic::Cmp
+            | Mnemonic::Test => {
+                let bytes = op_bytes(insn, 0);
+                // xor r, r / sub r, r: the value is zero whatever r was.
+                let same_reg = insn.op_kind(0) == OpKind::Register
+                    && insn.op_kind(1) == OpKind::Register
+                    && insn.op_register(0) == insn.op_register(1);
+                let (a, addr) = if matches!(m, Mnemonic::Cmp | Mnemonic::Test) {
+                    (self.read_op(insn, 0), None)
+                } else {
+                    self.read_rmw(insn)
+                };
+                let bv = self.read_op(insn, 1);
+                let bv = self.mask(bv, bytes);
+                let (r, kind) = match m {
+                    Mnemonic::Add => (self.b.ins().iadd(a, bv), CcOp::Add),
+                    Mnemonic::Sub | Mnemonic::Cmp => {
+                        if same_reg {
+                            (self.iconst(0), CcOp::Sub)
+                        } else {
+                            (self.b.ins().isub(a, bv), CcOp::Sub)
+                        }
+                    }
+                    Mnemonic::And | Mnemonic::Test => (self.b.ins().band(a, bv), CcOp::Logic),
+                    Mnemonic::Or => (self.b.ins().bor(a, bv), CcOp::Logic),
+                    _ => {
+                        if same_reg {
+                            (self.iconst(0), CcOp::Logic)
+                        } else {
+                            (self.b.ins().bxor(a, bv), CcOp::Logic)
+                        }
+                    }
+                };
+                let r = self.mask(r, bytes);
+                if !matches!(m, Mnemonic::Cmp | Mnemonic::Test) {
+                    self.write_op(insn, 0, addr, r);
+                }
+                if kind == CcOp::Logic {
+                    let z = self.iconst(0);
+                    self.set_flags(kind, bytes, r, z, z);
+                } else {
+                    self.set_flags(kind, bytes, r, bv, a);
+                }
+            }
+            Mnemonic::Inc | Mnemonic::Dec => {
+                let bytes = op_bytes(insn, 0);
+                let (a, addr) = self.read_rmw(insn);
+                // INC/DEC keep CF: take it from the current flags.
+                let cf = self.carry_flag();
+                let r = if m == Mnemonic::Inc {
+                    self.b.ins().iadd_imm_s(a, 1)
+                } else {
+                    self.b.ins().iadd_imm_s(a, -1)
+                };
+                let r = self.mask(r, bytes);
+                self.write_op(insn, 0, addr, r);
+                let z = self.iconst(0);
+                let kind = if m == Mnemonic::Inc {
+                    CcOp::Inc
+                } else {
+                    CcOp::Dec
+                };
+                self.set_flags(kind, bytes, r, cf, z);
+            }
+            Mnemonic::Neg => {
+                let bytes = op_bytes(insn, 0);
+                let (a, addr) = self.read_rmw(insn);
+                let z = self.iconst(0);
+                let r = self.b.ins().isub(z, a);
+                let r = self.mask(r, bytes);
+                self.write_op(insn, 0, addr, r);
+                self.set_flags(CcOp::Sub, bytes, r, a, z);
+            }
+            Mnemonic::Not => {
+                let bytes = op_bytes(insn, 0);
+                let (a, addr) = self.read_rmw(insn);
+                let r = self.b.ins().bnot(a);
+                let r = self.mask(r, bytes);
+                self.write_op(insn, 0, addr, r);
+            }
+            Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar => {
+                let bytes = op_bytes(insn, 0);
+                let count = if insn.op_count() == 1 {
+                    1
+                } else {
+                    (insn.immediate8() & 0x1f) as i64
+                };
+                let (a, addr) = self.read_rmw(insn);
+                let (r, before, kind) = match m {
+                    Mnemonic::Shr => (
+                        self.b.ins().ushr_imm_u(a, count),
+                        self.b.ins().ushr_imm_u(a, count - 1),
+                        CcOp::Shr,
+                    ),
+                    Mnemonic::Sar => {
+                        let s = self.sign_extend(a, bytes);
+                        (
+                            self.b.ins().sshr_imm_u(s, count),
+                            self.b.ins().sshr_imm_u(s, count - 1),
+                            CcOp::Sar,
+                        )
+                    }
+                    _ => (
+                        self.b.ins().ishl_imm_u(a, count),
+                        self.b.ins().ishl_imm_u(a, count - 1),
+                        CcOp::Shl,
+                    ),
+                };
+                let r = self.mask(r, bytes);
+                self.write_op(insn, 0, addr, r);
+                self.set_flags(kind, bytes, r, before, a);
+            }
+            Mnemonic::Imul => {
+                let bytes = op_bytes(insn, 0);
+                let (a, b) = if insn.op_count() == 3 {
+                    (self.read_op(insn, 1), self.read_op(insn, 2))
+                } else {
+                    (self.read_op(insn, 0), self.read_op(insn, 1))
+                };
+                let a = self.sign_extend(a, bytes);
+                let b = self.sign_extend(b, bytes);
+                let a64 = self.b.ins().sextend(I64, a);
+                let b64 = self.b.ins().sextend(I64, b);
+                let p = self.b.ins().imul(a64, b64);
+                let r32 = self.b.ins().ireduce(I32, p);
+                let r = self.mask(r32, bytes);
+                let rs = self.sign_extend(r, bytes);
+                let back = self.b.ins().sextend(I64, rs);
+                let over = self.b.ins().icmp(IntCC::NotEqual, back, p);
+                let over = self.b.ins().uextend(I32, over);
+                // CF = OF = overflow; SF, ZF, PF are undefined: computed
+                // from the result like the interpreter does.
+                let cfof = self
+                    .b
+                    .ins()
+                    .imul_imm_u(over, (crate::state::CF | crate::state::OF) as i64);
+                self.write_op(insn, 0, None, r);
+                self.eager_flags_with_szp(cfof, r, bytes);
+            }
+            Mnemonic::Xchg => {
+                let a = self.read_op(insn, 0);
+                let b = self.read_op(insn, 1);
+                self.write_op(insn, 0, None, b);
+                self.write_op(insn, 1, None, a);
+            }
+            Mnemonic::Cdq => {
+                let a = self.reg32(crate::state::EAX);
+                let s = self.b.ins().sshr_imm_u(a, 31);
+                self.set_reg32(crate::state::EDX, s);
+            }
+            Mnemonic::Cwde => {
+                let a = self.reg32(crate::state::EAX);
+                let s = self.sign_extend(a, 2);
+                self.set_reg32(crate::state::EAX, s);
+            }
+            Mnemonic::Push => {
+                let v = match insn.op_kind(0) {
+                    OpKind::Immediate8to32 => self.iconst(insn.immediate8to32() as u32),
+                    _ => self.read_op(insn, 0),
+                };
+                self.push(eip, v);
+            }
+            Mnemonic::Pop => {
+                let sp = self.reg32(ESP);
+                let v = self.load(eip, sp, 4);
+                let nsp = self.b.ins().iadd_imm_s(sp, 4);
+                if insn.op_kind(0) == OpKind::Register {
+                    self.set_reg32(ESP, nsp);
+                    self.write_reg(insn.op_register(0), v);
+                } else {
+                    // The address of an ESP-based destination uses the new
+                    // ESP; a fault must leave the old one: store first.
+                    let old = self.regs[ESP];
+                    self.regs[ESP] = Some(nsp);
+                    let a = self.ea(insn);
+                    self.regs[ESP] = old;
+                    self.store(eip, a, v, 4);
+                    self.set_reg32(ESP, nsp);
+                }
+            }
+            Mnemonic::Call => {
+                let target = if insn.op_kind(0) == OpKind::NearBranch32 {
+                    self.iconst(insn.near_branch32())
+                } else {
+                    self.read_op(insn, 0)
+                };
+                let ret = self.iconst(next);
+                self.push(eip, ret);
+                self.end_at(target);
+                return false;
+            }
+            Mnemonic::Ret => {
+                let sp = self.reg32(ESP);
+                let t = self.load(eip, sp, 4);
+                let extra = if insn.op_count() > 0 {
+                    insn.immediate16() as i64
+                } else {
+                    0
+                };
+                let nsp = self.b.ins().iadd_imm_s(sp, 4 + extra);
+                self.set_reg32(ESP, nsp);
+                self.end_at(t);
+                return false;
+            }
+            Mnemonic::Jmp => {
+                let t = if insn.op_kind(0) == OpKind::NearBranch32 {
+                    self.iconst(insn.near_branch32())
+                } else {
+                    self.read_op(insn, 0)
+                };
+                self.end_at(t);
+                return false;
+            }
+            _ if insn.is_jcc_short_or_near() => {
+                let cc = (insn.condition_code() as u8).wrapping_sub(1) & 15;
+                let c = self.condition(cc);
+                let taken = self.iconst(insn.near_branch32());
+                let fall = self.iconst(next);
+                let t = self.b.ins().select(c, taken, fall);
+                self.end_at(t);
+                return false;
+            }
+            _ if is_setcc(m) => {
+                let cc = (insn.condition_code() as u8).wrapping_sub(1) & 15;
+                let c = self.condition(cc);
+                let v = self.b.ins().uextend(I32, c);
+                self.write_op(insn, 0, None, v);
+            }
+            _ if is_cmovcc(m) => {
+                let cc = (insn.condition_code() as u8).wrapping_sub(1) & 15;
+                let src = self.read_op(insn, 1);
+                let c = self.condition(cc);
+                let cur = self.read_reg(insn.op_register(0));
+                let v = self.b.ins().select(c, src, cur);
+                self.write_reg(insn.op_register(0), v);
+            }
+            _ => {
+                // `lowered` and this match disagree: fall back safely.
+                self.call_step(insn, insn_ptr);
+                let code = self.b.ins().iconst(I64, EXIT_NEXT as i64);
+                self.b.ins().jump(self.exit, &[code.into()]);
+                return false;
+            }
+        }
+        if last {
+            self.end_fallthrough(next);
+            return false;
+        }
+        true
+    }
+
+    /// CF (as the EFLAGS bit value, 0 or 1) of the current flags.
+    fn carry_flag(&mut self) -> Value {
+        if let Some(p) = self.flags {
+            if let Some(c) = self.fast_condition(p, 1) {
+                return self.b.ins().uextend(I32, c);
+            }
+        }
+        self.sync_flags();
+        let cc_v = self.iconst(2);
+        let callee = self.b.ins().iconst(I64, self.helpers.cond as i64);
+        let call = self
+            .b
+            .ins()
+            .call_indirect(self.cond_sig, callee, &[self.cpu, cc_v]);
+        self.b.inst_results(call)[0]
+    }
+
+    /// Stores eager flags: `base` holds CF/OF bits, SF/ZF/PF come from `r`.
+    fn eager_flags_with_szp(&mut self, base: Value, r: Value, bytes: u32) {
+        let z = self.b.ins().icmp_imm_u(IntCC::Equal, r, 0);
+        let z = self.b.ins().uextend(I32, z);
+        let zf = self.b.ins().ishl_imm_u(z, 6);
+        let s = self.b.ins().ushr_imm_u(r, (bytes * 8 - 1) as i64);
+        let s = self.b.ins().band_imm_u(s, 1);
+        let sflag = self.b.ins().ishl_imm_u(s, 7);
+        let low = self.b.ins().band_imm_u(r, 0xff);
+        let pc = self.b.ins().popcnt(low);
+        let odd = self.b.ins().band_imm_u(pc, 1);
+        let even = self.b.ins().bxor_imm_u(odd, 1);
+        let pf = self.b.ins().ishl_imm_u(even, 2);
+        let f = self.b.ins().bor(base, zf);
+        let f = self.b.ins().bor(f, sflag);
+        let f = self.b.ins().bor(f, pf);
+        let zero = self.iconst(0);
+        self.flags = Some(Pending {
+            op: CcOp::Eflags as u32,
+            dst: zero,
+            src: f,
+            src2: zero,
+        });
+        self.flags_dirty = true;
+    }
+}
