@@ -115,6 +115,13 @@ host_probe!(fpatan, "fpatan");
 host_probe!(fyl2x, "fyl2x");
 host_probe!(fyl2xp1, "fyl2xp1");
 host_probe!(f2xm1, "f2xm1");
+host_probe!(fld1, "fld1");
+host_probe!(fldl2t, "fldl2t");
+host_probe!(fldl2e, "fldl2e");
+host_probe!(fldpi, "fldpi");
+host_probe!(fldlg2, "fldlg2");
+host_probe!(fldln2, "fldln2");
+host_probe!(fldz, "fldz");
 
 /// Deterministic xorshift64* generator.
 pub struct Rng(pub u64);

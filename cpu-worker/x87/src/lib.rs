@@ -6,6 +6,7 @@
 //! panics on any guest input.
 
 pub mod arith;
+pub mod convert;
 pub mod f80;
 
 pub use arith::Ordering;
