@@ -448,4 +448,33 @@ mod tests {
     fn frndint_matches_host() {
         check_binary("frndint", |c, a, _| round_to_int(c, a), host::frndint, 6);
     }
+
+    #[test]
+    fn compare_matches_host() {
+        let mut rng = Rng(7);
+        for i in 0..N {
+            let a = rng.f80();
+            let b = if i % 2 == 0 { rng.f80_near(a) } else { rng.f80() };
+            for quiet in [false, true] {
+                let h = if quiet { host::fucom(0x37F, a, b, [0; 16]) } else { host::fcom(0x37F, a, b, [0; 16]) };
+                let hi = if quiet { host::fucomi(0x37F, a, b, [0; 16]) } else { host::fcomi(0x37F, a, b, [0; 16]) };
+                let mut c = Ctx::default();
+                let o = compare(&mut c, a, b, quiet);
+                let (c3, c2, c0) = o.fcom_cc();
+                let cc = (h.sw & 0x4000 != 0, h.sw & 0x400 != 0, h.sw & 0x100 != 0);
+                assert_eq!(((c3, c2, c0), c.flags), (cc, (h.sw & 0x3F) as u8), "quiet={quiet} {} {}", hexf(a), hexf(b));
+                // FCOMI: ZF, PF, CF carry C3, C2, C0.
+                let fl = (hi.eflags & 0x40 != 0, hi.eflags & 0x4 != 0, hi.eflags & 1 != 0);
+                assert_eq!(((c3, c2, c0), c.flags), (fl, (hi.sw & 0x3F) as u8), "fcomi quiet={quiet} {} {}", hexf(a), hexf(b));
+            }
+            let h = host::ftst(0x37F, a, b, [0; 16]);
+            let mut c = Ctx::default();
+            let (c3, c2, c0) = compare(&mut c, a, F80::ZERO, false).fcom_cc();
+            let cc = (h.sw & 0x4000 != 0, h.sw & 0x400 != 0, h.sw & 0x100 != 0);
+            assert_eq!(((c3, c2, c0), c.flags), (cc, (h.sw & 0x3F) as u8), "ftst {}", hexf(a));
+            let h = host::fxam(0x37F, a, b, [0; 16]);
+            let cc = (h.sw & 0x4000 != 0, h.sw & 0x400 != 0, h.sw & 0x200 != 0, h.sw & 0x100 != 0);
+            assert_eq!(fxam(a, false), cc, "fxam {}", hexf(a));
+        }
+    }
 }

@@ -206,3 +206,4 @@ pub const N: usize = 20000;
 pub fn hexf(x: F80) -> String {
     format!("{:04x}:{:016x}", x.se, x.signif)
 }
+

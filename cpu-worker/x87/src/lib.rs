@@ -8,6 +8,7 @@
 pub mod arith;
 pub mod convert;
 pub mod f80;
+pub mod remainder;
 
 pub use arith::Ordering;
 pub use f80::{Class, Ctx, Precision, Rounding, F80};
