@@ -6,7 +6,7 @@
 //! (comparison), §8.5, and the instruction pages FADD, FSUB, FMUL, FDIV, FSQRT, FRNDINT, FCOM,
 //! FUCOM, FTST, FXAM in Vol. 2; results are correctly rounded as IEEE 754-2008 §5.4.1 requires.
 
-use crate::f80::{round_pack_ext, shr_jam, Class, Ctx, Rounding, Unpacked, F80, DE, IE, PE, ZE};
+use crate::f80::{round_pack_ext, shr_jam, Class, Ctx, Rounding, Unpacked, DE, F80, IE, PE, ZE};
 
 /// Result of a comparison.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -47,7 +47,7 @@ pub(crate) fn nan2(ctx: &mut Ctx, a: F80, b: F80) -> F80 {
     if a.is_snan() || b.is_snan() {
         ctx.raise(IE);
     }
-    let pick = if an && bn {
+    if an && bn {
         let (aq, bq) = (a.quieted(), b.quieted());
         if a.signif << 1 > b.signif << 1 {
             aq
@@ -68,8 +68,7 @@ pub(crate) fn nan2(ctx: &mut Ctx, a: F80, b: F80) -> F80 {
         a.quieted()
     } else {
         b.quieted()
-    };
-    pick
+    }
 }
 
 /// The checks shared by the two-operand operations: unsupported encodings and NaNs produce
@@ -194,7 +193,12 @@ pub(crate) fn div_sig(x: u64, y: u64) -> u128 {
 pub fn div(ctx: &mut Ctx, a: F80, b: F80) -> F80 {
     ctx.c1_round_up = false;
     // Division by zero of a finite nonzero (even denormal) dividend reports ZE alone.
-    if b.is_zero() && matches!(a.class(), Class::Normal | Class::Denormal | Class::PseudoDenormal) {
+    if b.is_zero()
+        && matches!(
+            a.class(),
+            Class::Normal | Class::Denormal | Class::PseudoDenormal
+        )
+    {
         ctx.raise(ZE);
         return F80::INFINITY.with_sign(a.sign() != b.sign());
     }
@@ -215,7 +219,13 @@ pub fn div(ctx: &mut Ctx, a: F80, b: F80) -> F80 {
             if y.sig == 0 {
                 return invalid(ctx);
             }
-            round_pack_ext(ctx, sign, x.exp - y.exp, div_sig(x.sig, y.sig), ctx.pc.bits())
+            round_pack_ext(
+                ctx,
+                sign,
+                x.exp - y.exp,
+                div_sig(x.sig, y.sig),
+                ctx.pc.bits(),
+            )
         }
     }
 }
@@ -352,7 +362,10 @@ pub(crate) fn compare_values(a: F80, b: F80) -> Ordering {
         }
         let u = x.unpack_finite();
         // Monotonic key for the magnitude: exponent then significand.
-        (x.sign(), (((u.exp as i128) + (1 << 20)) << 64) | u.sig as i128)
+        (
+            x.sign(),
+            (((u.exp as i128) + (1 << 20)) << 64) | u.sig as i128,
+        )
     };
     let (sa, ka) = key(a);
     let (sb, kb) = key(b);
@@ -397,7 +410,11 @@ mod tests {
         let mut bad = 0;
         for i in 0..N {
             let a = rng.f80();
-            let b = if i % 2 == 0 { rng.f80_near(a) } else { rng.f80() };
+            let b = if i % 2 == 0 {
+                rng.f80_near(a)
+            } else {
+                rng.f80()
+            };
             let cw = rng.cw_masked();
             let h = probe(cw, a, b, [0; 16]);
             let mut ctx = Ctx::from_control_word(cw);
@@ -454,26 +471,64 @@ mod tests {
         let mut rng = Rng(7);
         for i in 0..N {
             let a = rng.f80();
-            let b = if i % 2 == 0 { rng.f80_near(a) } else { rng.f80() };
+            let b = if i % 2 == 0 {
+                rng.f80_near(a)
+            } else {
+                rng.f80()
+            };
             for quiet in [false, true] {
-                let h = if quiet { host::fucom(0x37F, a, b, [0; 16]) } else { host::fcom(0x37F, a, b, [0; 16]) };
-                let hi = if quiet { host::fucomi(0x37F, a, b, [0; 16]) } else { host::fcomi(0x37F, a, b, [0; 16]) };
+                let h = if quiet {
+                    host::fucom(0x37F, a, b, [0; 16])
+                } else {
+                    host::fcom(0x37F, a, b, [0; 16])
+                };
+                let hi = if quiet {
+                    host::fucomi(0x37F, a, b, [0; 16])
+                } else {
+                    host::fcomi(0x37F, a, b, [0; 16])
+                };
                 let mut c = Ctx::default();
                 let o = compare(&mut c, a, b, quiet);
                 let (c3, c2, c0) = o.fcom_cc();
                 let cc = (h.sw & 0x4000 != 0, h.sw & 0x400 != 0, h.sw & 0x100 != 0);
-                assert_eq!(((c3, c2, c0), c.flags), (cc, (h.sw & 0x3F) as u8), "quiet={quiet} {} {}", hexf(a), hexf(b));
+                assert_eq!(
+                    ((c3, c2, c0), c.flags),
+                    (cc, (h.sw & 0x3F) as u8),
+                    "quiet={quiet} {} {}",
+                    hexf(a),
+                    hexf(b)
+                );
                 // FCOMI: ZF, PF, CF carry C3, C2, C0.
-                let fl = (hi.eflags & 0x40 != 0, hi.eflags & 0x4 != 0, hi.eflags & 1 != 0);
-                assert_eq!(((c3, c2, c0), c.flags), (fl, (hi.sw & 0x3F) as u8), "fcomi quiet={quiet} {} {}", hexf(a), hexf(b));
+                let fl = (
+                    hi.eflags & 0x40 != 0,
+                    hi.eflags & 0x4 != 0,
+                    hi.eflags & 1 != 0,
+                );
+                assert_eq!(
+                    ((c3, c2, c0), c.flags),
+                    (fl, (hi.sw & 0x3F) as u8),
+                    "fcomi quiet={quiet} {} {}",
+                    hexf(a),
+                    hexf(b)
+                );
             }
             let h = host::ftst(0x37F, a, b, [0; 16]);
             let mut c = Ctx::default();
             let (c3, c2, c0) = compare(&mut c, a, F80::ZERO, false).fcom_cc();
             let cc = (h.sw & 0x4000 != 0, h.sw & 0x400 != 0, h.sw & 0x100 != 0);
-            assert_eq!(((c3, c2, c0), c.flags), (cc, (h.sw & 0x3F) as u8), "ftst {}", hexf(a));
+            assert_eq!(
+                ((c3, c2, c0), c.flags),
+                (cc, (h.sw & 0x3F) as u8),
+                "ftst {}",
+                hexf(a)
+            );
             let h = host::fxam(0x37F, a, b, [0; 16]);
-            let cc = (h.sw & 0x4000 != 0, h.sw & 0x400 != 0, h.sw & 0x200 != 0, h.sw & 0x100 != 0);
+            let cc = (
+                h.sw & 0x4000 != 0,
+                h.sw & 0x400 != 0,
+                h.sw & 0x200 != 0,
+                h.sw & 0x100 != 0,
+            );
             assert_eq!(fxam(a, false), cc, "fxam {}", hexf(a));
         }
     }

@@ -8,7 +8,7 @@
 
 use crate::arith::round_int_mag;
 use crate::f80::{
-    overflow_to_inf, round_value, Class, Ctx, Format, Rounded, Rounding, F80, BIAS, DE, IE, PE,
+    overflow_to_inf, round_value, Class, Ctx, Format, Rounded, Rounding, BIAS, DE, F80, IE, PE,
 };
 
 /// Memory formats of IEEE binary floating point.
@@ -19,8 +19,16 @@ struct Ieee {
     fmt: Format,
 }
 
-const SINGLE: Ieee = Ieee { frac_bits: 23, exp_bits: 8, fmt: Format::F32 };
-const DOUBLE: Ieee = Ieee { frac_bits: 52, exp_bits: 11, fmt: Format::F64 };
+const SINGLE: Ieee = Ieee {
+    frac_bits: 23,
+    exp_bits: 8,
+    fmt: Format::F32,
+};
+const DOUBLE: Ieee = Ieee {
+    frac_bits: 52,
+    exp_bits: 11,
+    fmt: Format::F64,
+};
 
 impl Ieee {
     fn bias(self) -> i32 {
@@ -34,7 +42,7 @@ impl Ieee {
     }
 }
 
-fn from_ieee(ctx: &mut Ctx, bits: u64, t: Ieee) -> F80 {
+fn from_ieee(ctx: &mut Ctx, bits: u64, t: Ieee, keep_snan: bool) -> F80 {
     let sign = bits & t.sign_bit() != 0;
     let e = (bits >> t.frac_bits) & t.emax_field();
     let frac = bits & ((1 << t.frac_bits) - 1);
@@ -44,6 +52,9 @@ fn from_ieee(ctx: &mut Ctx, bits: u64, t: Ieee) -> F80 {
             return F80::INFINITY.with_sign(sign);
         }
         let v = F80::new(sign, 0x7FFF, (1 << 63) | (frac << align));
+        if keep_snan {
+            return v;
+        }
         if v.is_snan() {
             ctx.raise(IE);
         }
@@ -59,7 +70,11 @@ fn from_ieee(ctx: &mut Ctx, bits: u64, t: Ieee) -> F80 {
         let top = 63 - lz as i32 + 1 - t.bias() - t.frac_bits as i32;
         return F80::new(sign, (top + BIAS) as u16, frac << lz);
     }
-    F80::new(sign, (e as i32 - t.bias() + BIAS) as u16, (1 << 63) | (frac << align))
+    F80::new(
+        sign,
+        (e as i32 - t.bias() + BIAS) as u16,
+        (1 << 63) | (frac << align),
+    )
 }
 
 fn to_ieee(ctx: &mut Ctx, a: F80, t: Ieee) -> u64 {
@@ -112,22 +127,41 @@ fn pack_ieee(sig: u128, lsb: i32, t: Ieee) -> u64 {
     let top = lsb + n - 1;
     if top < t.fmt.emin {
         let sh = lsb - t.fmt.denorm_lsb;
-        return if sh >= 0 { (sig << sh as u32) as u64 } else { (sig >> (-sh) as u32) as u64 };
+        return if sh >= 0 {
+            (sig << sh as u32) as u64
+        } else {
+            (sig >> (-sh) as u32) as u64
+        };
     }
     let want = t.frac_bits as i32 + 1;
-    let s = if n > want { sig >> (n - want) as u32 } else { sig << (want - n) as u32 } as u64;
+    let s = if n > want {
+        sig >> (n - want) as u32
+    } else {
+        sig << (want - n) as u32
+    } as u64;
     let frac = s & ((1 << t.frac_bits) - 1);
     (((top + t.bias()) as u64) << t.frac_bits) | frac
 }
 
 /// FLD m32fp.
 pub fn from_f32(ctx: &mut Ctx, bits: u32) -> F80 {
-    from_ieee(ctx, bits as u64, SINGLE)
+    from_ieee(ctx, bits as u64, SINGLE, false)
+}
+
+/// A m32fp arithmetic operand widened exactly: DE for denormals, but a signaling NaN stays
+/// signaling so that the operation applies the two-NaN rules of SDM table 4-7.
+pub fn widen_f32(ctx: &mut Ctx, bits: u32) -> F80 {
+    from_ieee(ctx, bits as u64, SINGLE, true)
+}
+
+/// A m64fp arithmetic operand (see `widen_f32`).
+pub fn widen_f64(ctx: &mut Ctx, bits: u64) -> F80 {
+    from_ieee(ctx, bits, DOUBLE, true)
 }
 
 /// FLD m64fp.
 pub fn from_f64(ctx: &mut Ctx, bits: u64) -> F80 {
-    from_ieee(ctx, bits, DOUBLE)
+    from_ieee(ctx, bits, DOUBLE, false)
 }
 
 /// FST m32fp: rounds with RC to single precision.
@@ -325,7 +359,11 @@ mod tests {
             let mut a = rng.f80();
             if i % 3 == 0 {
                 // Near the single/double ranges.
-                let base = if i % 2 == 0 { 0x3FFF - 126 } else { 0x3FFF - 1022 };
+                let base = if i % 2 == 0 {
+                    0x3FFF - 126
+                } else {
+                    0x3FFF - 1022
+                };
                 let e = base as i64 + rng.below(60) as i64 - 30;
                 let e = if rng.bool() { e } else { 0x7FFE - e };
                 a = F80::new(rng.bool(), e as u16, rng.signif());
@@ -337,7 +375,12 @@ mod tests {
             let hv = u32::from_le_bytes([h32.mem[0], h32.mem[1], h32.mem[2], h32.mem[3]]);
             if r32 != hv || flags_c1(&c) != host_flags_c1(&h32) {
                 bad += 1;
-                eprintln!("fst32 cw={cw:04x} a={} soft={r32:08x} {:?} host={hv:08x} {:?}", hexf(a), flags_c1(&c), host_flags_c1(&h32));
+                eprintln!(
+                    "fst32 cw={cw:04x} a={} soft={r32:08x} {:?} host={hv:08x} {:?}",
+                    hexf(a),
+                    flags_c1(&c),
+                    host_flags_c1(&h32)
+                );
             }
             let h64 = host::fst64(cw, a, F80::ZERO, [0; 16]);
             let mut c = Ctx::from_control_word(cw);
@@ -347,7 +390,12 @@ mod tests {
             let hv = u64::from_le_bytes(m);
             if r64 != hv || flags_c1(&c) != host_flags_c1(&h64) {
                 bad += 1;
-                eprintln!("fst64 cw={cw:04x} a={} soft={r64:016x} {:?} host={hv:016x} {:?}", hexf(a), flags_c1(&c), host_flags_c1(&h64));
+                eprintln!(
+                    "fst64 cw={cw:04x} a={} soft={r64:016x} {:?} host={hv:016x} {:?}",
+                    hexf(a),
+                    flags_c1(&c),
+                    host_flags_c1(&h64)
+                );
             }
             if bad > 12 {
                 break;
@@ -371,12 +419,25 @@ mod tests {
             };
             let mut mem = [0u8; 16];
             mem[..8].copy_from_slice(&v.to_le_bytes());
-            for (wide, h) in [(true, host::fld64(0x37F, F80::ZERO, F80::ZERO, mem)), (false, host::fld32(0x37F, F80::ZERO, F80::ZERO, mem))] {
+            for (wide, h) in [
+                (true, host::fld64(0x37F, F80::ZERO, F80::ZERO, mem)),
+                (false, host::fld32(0x37F, F80::ZERO, F80::ZERO, mem)),
+            ] {
                 let mut c = Ctx::default();
-                let r = if wide { from_f64(&mut c, v) } else { from_f32(&mut c, v as u32) };
+                let r = if wide {
+                    from_f64(&mut c, v)
+                } else {
+                    from_f32(&mut c, v as u32)
+                };
                 if r != h.st[0] || c.flags != (h.sw & 0x3F) as u8 {
                     bad += 1;
-                    eprintln!("fld wide={wide} {v:016x} soft={} {:02x} host={} {:02x}", hexf(r), c.flags, hexf(h.st[0]), h.sw & 0x3F);
+                    eprintln!(
+                        "fld wide={wide} {v:016x} soft={} {:02x} host={} {:02x}",
+                        hexf(r),
+                        c.flags,
+                        hexf(h.st[0]),
+                        h.sw & 0x3F
+                    );
                 }
             }
         }
@@ -411,10 +472,20 @@ mod tests {
                 let mut m = [0u8; 8];
                 m.copy_from_slice(&h.mem[..8]);
                 let hv = u64::from_le_bytes(m);
-                let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+                let mask = if bits == 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << bits) - 1
+                };
                 if (r as u64) & mask != hv || flags_c1(&c) != host_flags_c1(&h) {
                     bad += 1;
-                    eprintln!("fist{bits} t={t} cw={cw:04x} a={} soft={:x} {:?} host={hv:x} {:?}", hexf(a), r as u64 & mask, flags_c1(&c), host_flags_c1(&h));
+                    eprintln!(
+                        "fist{bits} t={t} cw={cw:04x} a={} soft={:x} {:?} host={hv:x} {:?}",
+                        hexf(a),
+                        r as u64 & mask,
+                        flags_c1(&c),
+                        host_flags_c1(&h)
+                    );
                 }
             }
             if bad > 12 {
@@ -434,9 +505,18 @@ mod tests {
                 m[..8].copy_from_slice(&v.to_le_bytes());
                 m
             };
-            assert_eq!(from_int(v), host::fild64(0x37F, F80::ZERO, F80::ZERO, mem).st[0]);
-            assert_eq!(from_int(v as i32 as i64), host::fild32(0x37F, F80::ZERO, F80::ZERO, mem).st[0]);
-            assert_eq!(from_int(v as i16 as i64), host::fild16(0x37F, F80::ZERO, F80::ZERO, mem).st[0]);
+            assert_eq!(
+                from_int(v),
+                host::fild64(0x37F, F80::ZERO, F80::ZERO, mem).st[0]
+            );
+            assert_eq!(
+                from_int(v as i32 as i64),
+                host::fild32(0x37F, F80::ZERO, F80::ZERO, mem).st[0]
+            );
+            assert_eq!(
+                from_int(v as i16 as i64),
+                host::fild16(0x37F, F80::ZERO, F80::ZERO, mem).st[0]
+            );
         }
     }
 
@@ -449,7 +529,11 @@ mod tests {
             let mut b = [0u8; 10];
             for byte in b.iter_mut().take(9) {
                 let r = rng.next() as u8;
-                *byte = if i % 5 == 0 { r } else { ((r >> 4) % 10) << 4 | (r & 0xF) % 10 };
+                *byte = if i % 5 == 0 {
+                    r
+                } else {
+                    (((r >> 4) % 10) << 4) | ((r & 0xF) % 10)
+                };
             }
             b[9] = if rng.bool() { 0x80 } else { 0 };
             let mut mem = [0u8; 16];
@@ -458,7 +542,12 @@ mod tests {
             let r = from_bcd(b);
             if r != h.st[0] || h.sw & 0x3F != 0 {
                 bad += 1;
-                eprintln!("fbld {b:02x?} soft={} host={} sw={:04x}", hexf(r), hexf(h.st[0]), h.sw);
+                eprintln!(
+                    "fbld {b:02x?} soft={} host={} sw={:04x}",
+                    hexf(r),
+                    hexf(h.st[0]),
+                    h.sw
+                );
             }
             // FBSTP.
             let mut a = rng.f80();
@@ -471,7 +560,13 @@ mod tests {
             let r = to_bcd(&mut c, a);
             if r[..] != h.mem[..10] || flags_c1(&c) != host_flags_c1(&h) {
                 bad += 1;
-                eprintln!("fbstp cw={cw:04x} a={} soft={r:02x?} {:?} host={:02x?} {:?}", hexf(a), flags_c1(&c), &h.mem[..10], host_flags_c1(&h));
+                eprintln!(
+                    "fbstp cw={cw:04x} a={} soft={r:02x?} {:?} host={:02x?} {:?}",
+                    hexf(a),
+                    flags_c1(&c),
+                    &h.mem[..10],
+                    host_flags_c1(&h)
+                );
             }
             if bad > 12 {
                 break;
@@ -487,12 +582,27 @@ mod tests {
             let c = Ctx::from_control_word(cw);
             let probes: [(Constant, host::HostOut); 7] = [
                 (Constant::One, host::fld1(cw, F80::ZERO, F80::ZERO, [0; 16])),
-                (Constant::L2T, host::fldl2t(cw, F80::ZERO, F80::ZERO, [0; 16])),
-                (Constant::L2E, host::fldl2e(cw, F80::ZERO, F80::ZERO, [0; 16])),
+                (
+                    Constant::L2T,
+                    host::fldl2t(cw, F80::ZERO, F80::ZERO, [0; 16]),
+                ),
+                (
+                    Constant::L2E,
+                    host::fldl2e(cw, F80::ZERO, F80::ZERO, [0; 16]),
+                ),
                 (Constant::Pi, host::fldpi(cw, F80::ZERO, F80::ZERO, [0; 16])),
-                (Constant::Lg2, host::fldlg2(cw, F80::ZERO, F80::ZERO, [0; 16])),
-                (Constant::Ln2, host::fldln2(cw, F80::ZERO, F80::ZERO, [0; 16])),
-                (Constant::Zero, host::fldz(cw, F80::ZERO, F80::ZERO, [0; 16])),
+                (
+                    Constant::Lg2,
+                    host::fldlg2(cw, F80::ZERO, F80::ZERO, [0; 16]),
+                ),
+                (
+                    Constant::Ln2,
+                    host::fldln2(cw, F80::ZERO, F80::ZERO, [0; 16]),
+                ),
+                (
+                    Constant::Zero,
+                    host::fldz(cw, F80::ZERO, F80::ZERO, [0; 16]),
+                ),
             ];
             for (k, h) in probes {
                 assert_eq!(constant(&c, k), h.st[0], "{k:?} rc={rc}");

@@ -61,15 +61,27 @@ impl F80 {
     /// +0.0
     pub const ZERO: F80 = F80 { signif: 0, se: 0 };
     /// +1.0
-    pub const ONE: F80 = F80 { signif: 1 << 63, se: 0x3FFF };
+    pub const ONE: F80 = F80 {
+        signif: 1 << 63,
+        se: 0x3FFF,
+    };
     /// +∞
-    pub const INFINITY: F80 = F80 { signif: 1 << 63, se: 0x7FFF };
+    pub const INFINITY: F80 = F80 {
+        signif: 1 << 63,
+        se: 0x7FFF,
+    };
     /// The QNaN floating-point indefinite (SDM Vol. 1 table 4-3).
-    pub const INDEFINITE: F80 = F80 { signif: 0xC000_0000_0000_0000, se: 0xFFFF };
+    pub const INDEFINITE: F80 = F80 {
+        signif: 0xC000_0000_0000_0000,
+        se: 0xFFFF,
+    };
 
     /// Builds a value from its fields.
     pub const fn new(sign: bool, biased_exp: u16, signif: u64) -> F80 {
-        F80 { signif, se: ((sign as u16) << 15) | (biased_exp & 0x7FFF) }
+        F80 {
+            signif,
+            se: ((sign as u16) << 15) | (biased_exp & 0x7FFF),
+        }
     }
 
     /// The memory image (little-endian significand, then sign/exponent).
@@ -84,7 +96,10 @@ impl F80 {
     pub fn from_bytes(b: [u8; 10]) -> F80 {
         let mut s = [0u8; 8];
         s.copy_from_slice(&b[..8]);
-        F80 { signif: u64::from_le_bytes(s), se: u16::from_le_bytes([b[8], b[9]]) }
+        F80 {
+            signif: u64::from_le_bytes(s),
+            se: u16::from_le_bytes([b[8], b[9]]),
+        }
     }
 
     /// Sign bit.
@@ -99,17 +114,26 @@ impl F80 {
 
     /// Same value with the sign flipped.
     pub const fn neg(self) -> F80 {
-        F80 { signif: self.signif, se: self.se ^ 0x8000 }
+        F80 {
+            signif: self.signif,
+            se: self.se ^ 0x8000,
+        }
     }
 
     /// Same value with the sign cleared.
     pub const fn abs(self) -> F80 {
-        F80 { signif: self.signif, se: self.se & 0x7FFF }
+        F80 {
+            signif: self.signif,
+            se: self.se & 0x7FFF,
+        }
     }
 
     /// Same value with the given sign.
     pub const fn with_sign(self, sign: bool) -> F80 {
-        F80 { signif: self.signif, se: (self.se & 0x7FFF) | ((sign as u16) << 15) }
+        F80 {
+            signif: self.signif,
+            se: (self.se & 0x7FFF) | ((sign as u16) << 15),
+        }
     }
 
     /// The encoding class.
@@ -161,7 +185,10 @@ impl F80 {
 
     /// The NaN with its quiet bit set.
     pub const fn quieted(self) -> F80 {
-        F80 { signif: self.signif | (1 << 62), se: self.se }
+        F80 {
+            signif: self.signif | (1 << 62),
+            se: self.se,
+        }
     }
 
     /// Finite nonzero value as (sign, unbiased exponent of bit 63, normalized significand).
@@ -172,7 +199,11 @@ impl F80 {
             e = 1 - BIAS;
         }
         let lz = self.signif.leading_zeros();
-        Unpacked { sign, exp: e - lz as i32, sig: self.signif << lz }
+        Unpacked {
+            sign,
+            exp: e - lz as i32,
+            sig: self.signif << lz,
+        }
     }
 }
 
@@ -244,7 +275,13 @@ impl Default for Ctx {
 impl Ctx {
     /// All exceptions masked, given modes.
     pub const fn new(rc: Rounding, pc: Precision) -> Ctx {
-        Ctx { rc, pc, flags: 0, c1_round_up: false, masks: ALL_EXC }
+        Ctx {
+            rc,
+            pc,
+            flags: 0,
+            c1_round_up: false,
+            masks: ALL_EXC,
+        }
     }
 
     /// Modes and masks from an x87 control word (PC = 01, reserved, acts as 64 bits here).
@@ -260,7 +297,13 @@ impl Ctx {
             2 => Precision::P53,
             _ => Precision::P64,
         };
-        Ctx { rc, pc, flags: 0, c1_round_up: false, masks: (cw & 0x3F) as u8 }
+        Ctx {
+            rc,
+            pc,
+            flags: 0,
+            c1_round_up: false,
+            masks: (cw & 0x3F) as u8,
+        }
     }
 
     /// Raises flags.
@@ -299,11 +342,25 @@ pub(crate) struct Format {
 
 impl Format {
     pub(crate) const fn ext(prec: u32) -> Format {
-        Format { prec, emin: 1 - BIAS, emax: BIAS, denorm_lsb: 2 - BIAS - prec as i32 }
+        Format {
+            prec,
+            emin: 1 - BIAS,
+            emax: BIAS,
+            denorm_lsb: 2 - BIAS - prec as i32,
+        }
     }
-    pub(crate) const F32: Format = Format { prec: 24, emin: -126, emax: 127, denorm_lsb: -149 };
-    pub(crate) const F64: Format =
-        Format { prec: 53, emin: -1022, emax: 1023, denorm_lsb: -1074 };
+    pub(crate) const F32: Format = Format {
+        prec: 24,
+        emin: -126,
+        emax: 127,
+        denorm_lsb: -149,
+    };
+    pub(crate) const F64: Format = Format {
+        prec: 53,
+        emin: -1022,
+        emax: 1023,
+        denorm_lsb: -1074,
+    };
 }
 
 /// Result of rounding a nonzero value to a format.
@@ -315,7 +372,12 @@ pub(crate) enum Rounded {
     Overflow { sig: u128, lsb: i32 },
     /// Tiny (after rounding with unbounded exponent), the unbounded-exponent rounding result
     /// and the denormalized result.
-    Tiny { wrap_sig: u128, wrap_lsb: i32, sig: u128, lsb: i32, wrap_inexact: bool },
+    Tiny {
+        wrap_sig: u128,
+        wrap_lsb: i32,
+        sig: u128,
+        lsb: i32,
+    },
 }
 
 /// Rounds sig × 2^lsb keeping the bits from `lsb_new` upward. Returns (kept, inexact,
@@ -368,14 +430,20 @@ pub(crate) fn round_value(ctx: &mut Ctx, sign: bool, exp: i32, sig: u128, fmt: F
             ctx.raise(PE);
         }
         ctx.c1_round_up = inc;
-        return Rounded::Overflow { sig: k, lsb: lsb_prec };
+        return Rounded::Overflow {
+            sig: k,
+            lsb: lsb_prec,
+        };
     }
     if top >= fmt.emin {
         if inexact {
             ctx.raise(PE);
         }
         ctx.c1_round_up = inc;
-        return Rounded::Finite { sig: k, lsb: lsb_prec };
+        return Rounded::Finite {
+            sig: k,
+            lsb: lsb_prec,
+        };
     }
     // Tiny after rounding: denormalize from the exact value.
     let lsb_den = lsb_prec.max(fmt.denorm_lsb);
@@ -392,7 +460,12 @@ pub(crate) fn round_value(ctx: &mut Ctx, sign: bool, exp: i32, sig: u128, fmt: F
         }
         ctx.c1_round_up = inc_d;
     }
-    Rounded::Tiny { wrap_sig: k, wrap_lsb: lsb_prec, sig: kd, lsb: lsb_den, wrap_inexact: inexact }
+    Rounded::Tiny {
+        wrap_sig: k,
+        wrap_lsb: lsb_prec,
+        sig: kd,
+        lsb: lsb_den,
+    }
 }
 
 /// Packs sig × 2^lsb (finite, in range for the extended format) into an F80.
@@ -403,11 +476,19 @@ pub(crate) fn pack_ext(sign: bool, sig: u128, lsb: i32) -> F80 {
     let n = bitlen(sig);
     let top = lsb + n - 1;
     if top >= 1 - BIAS {
-        let s = if n > 64 { (sig >> (n - 64)) as u64 } else { (sig << (64 - n)) as u64 };
+        let s = if n > 64 {
+            (sig >> (n - 64)) as u64
+        } else {
+            (sig << (64 - n)) as u64
+        };
         F80::new(sign, (top + BIAS) as u16, s)
     } else {
         let sh = lsb - (1 - BIAS - 63);
-        let s = if sh >= 0 { (sig << sh as u32) as u64 } else { (sig >> (-sh) as u32) as u64 };
+        let s = if sh >= 0 {
+            (sig << sh as u32) as u64
+        } else {
+            (sig >> (-sh) as u32) as u64
+        };
         F80::new(sign, 0, s)
     }
 }
@@ -443,7 +524,9 @@ pub(crate) fn round_pack_ext(ctx: &mut Ctx, sign: bool, exp: i32, sig: u128, pre
                 }
             }
             ctx.raise(PE);
-            if overflow_to_inf(ctx.rc, sign) {
+            // Beyond even the wrapped range, an unmasked overflow delivers ∞ (host
+            // behaviour).
+            if ctx.unmasked(OE) || overflow_to_inf(ctx.rc, sign) {
                 ctx.c1_round_up = true;
                 F80::INFINITY.with_sign(sign)
             } else {
@@ -451,11 +534,21 @@ pub(crate) fn round_pack_ext(ctx: &mut Ctx, sign: bool, exp: i32, sig: u128, pre
                 max_finite_ext(sign, prec)
             }
         }
-        Rounded::Tiny { wrap_sig, wrap_lsb, sig, lsb, .. } => {
+        Rounded::Tiny {
+            wrap_sig,
+            wrap_lsb,
+            sig,
+            lsb,
+            ..
+        } => {
             if ctx.unmasked(UE) {
                 if let Some(v) = pack_wrapped(sign, wrap_sig, wrap_lsb, WRAP_ADJUST) {
                     return v;
                 }
+                // Beyond the wrapped range: ±0, inexact (host behaviour).
+                ctx.raise(PE);
+                ctx.c1_round_up = false;
+                return F80::new(sign, 0, 0);
             }
             pack_ext(sign, sig, lsb)
         }
@@ -466,7 +559,7 @@ pub(crate) fn round_pack_ext(ctx: &mut Ctx, sign: bool, exp: i32, sig: u128, pre
 fn pack_wrapped(sign: bool, sig: u128, lsb: i32, adjust: i32) -> Option<F80> {
     let n = bitlen(sig);
     let top = lsb + n - 1 + adjust;
-    if top < 1 - BIAS || top > BIAS {
+    if !(1 - BIAS..=BIAS).contains(&top) {
         return None;
     }
     Some(pack_ext(sign, sig, lsb + adjust))

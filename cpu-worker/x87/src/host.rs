@@ -12,6 +12,7 @@ use crate::f80::F80;
 
 /// The state read back from the host.
 #[derive(Clone, Copy, Debug)]
+#[allow(dead_code)]
 pub struct HostOut {
     pub cw: u16,
     pub sw: u16,
@@ -32,7 +33,15 @@ impl HostOut {
             b.copy_from_slice(&save[28 + 10 * i..38 + 10 * i]);
             *r = F80::from_bytes(b);
         }
-        HostOut { cw: w(0), sw: w(4), tw: w(8), st, eflags, mem, image: *save }
+        HostOut {
+            cw: w(0),
+            sw: w(4),
+            tw: w(8),
+            st,
+            eflags,
+            mem,
+            image: *save,
+        }
     }
 }
 
@@ -185,7 +194,11 @@ impl Rng {
             1 => a.neg(),
             2 => {
                 let d = self.below(70) as u16;
-                let e = if self.bool() { a.exp().saturating_add(d) } else { a.exp().saturating_sub(d) };
+                let e = if self.bool() {
+                    a.exp().saturating_add(d)
+                } else {
+                    a.exp().saturating_sub(d)
+                };
                 F80::new(self.bool(), e.min(0x7FFF), self.signif())
             }
             3 => F80::new(self.bool(), a.exp(), a.signif ^ (1 << self.below(64))),
@@ -207,3 +220,80 @@ pub fn hexf(x: F80) -> String {
     format!("{:04x}:{:016x}", x.se, x.signif)
 }
 
+/// Defines `fn $name(image, mem) -> HostOut`: FRSTOR the 108-byte image, run the
+/// instructions (`{m}` = the 16-byte buffer), FNSAVE.
+macro_rules! host_state {
+    ($name:ident, $($ins:literal),* $(,)?) => {
+        #[allow(dead_code)]
+        pub fn $name(image: &[u8; 108], mem: [u8; 16]) -> HostOut {
+            let mut save = [0u8; 108];
+            let mut mem = mem;
+            let fl: u64;
+            // SAFETY: the asm reads the 108-byte `image`, reads and writes the 16-byte `mem`
+            // and writes the 108-byte `save`, all live locals; FNSAVE leaves the x87 stack
+            // empty and pushfq/pop restore the stack pointer. The caller passes images
+            // without a pending unmasked exception so no #MF is raised.
+            unsafe {
+                asm!(
+                    "frstor [{img}]",
+                    "lea {fl}, [{m}]",
+                    $($ins,)*
+                    "pushfq",
+                    "pop {fl}",
+                    "fnsave [{save}]",
+                    img = in(reg) image.as_ptr(),
+                    m = in(reg) mem.as_mut_ptr(),
+                    save = in(reg) save.as_mut_ptr(),
+                    fl = out(reg) fl,
+                    out("st(0)") _, out("st(1)") _, out("st(2)") _, out("st(3)") _,
+                    out("st(4)") _, out("st(5)") _, out("st(6)") _, out("st(7)") _,
+                );
+            }
+            HostOut::parse(&save, fl, mem)
+        }
+    };
+}
+
+pub mod state {
+    use super::*;
+    host_state!(fld80, "fld tbyte ptr [{m}]");
+    host_state!(fld32, "fld dword ptr [{m}]");
+    host_state!(fld64, "fld qword ptr [{m}]");
+    host_state!(fild32, "fild dword ptr [{m}]");
+    host_state!(fld_st2, "fld st(2)");
+    host_state!(fldpi, "fldpi");
+    host_state!(fadd, "fadd st, st(1)");
+    host_state!(fadd_to2, "fadd st(2), st");
+    host_state!(faddp, "faddp st(1), st");
+    host_state!(fsubrp, "fsubrp st(1), st");
+    host_state!(fmul_m32, "fmul dword ptr [{m}]");
+    host_state!(fdiv_m64, "fdiv qword ptr [{m}]");
+    host_state!(fidivr_m16, "fidivr word ptr [{m}]");
+    host_state!(fsqrt, "fsqrt");
+    host_state!(frndint, "frndint");
+    host_state!(fscale, "fscale");
+    host_state!(fprem, "fprem");
+    host_state!(fxtract, "fxtract");
+    host_state!(fchs, "fchs");
+    host_state!(fabs, "fabs");
+    host_state!(fstp_m64, "fstp qword ptr [{m}]");
+    host_state!(fst_m32, "fst dword ptr [{m}]");
+    host_state!(fistp_m32, "fistp dword ptr [{m}]");
+    host_state!(fstp_m80, "fstp tbyte ptr [{m}]");
+    host_state!(fst_st3, "fst st(3)");
+    host_state!(fstp_st1, "fstp st(1)");
+    host_state!(fcom, "fcom st(1)");
+    host_state!(fcompp, "fcompp");
+    host_state!(fucomp, "fucomp st(2)");
+    host_state!(ftst, "ftst");
+    host_state!(fxam, "fxam");
+    host_state!(fxch2, "fxch st(2)");
+    host_state!(ffree1, "ffree st(1)");
+    host_state!(fincstp, "fincstp");
+    host_state!(fdecstp, "fdecstp");
+    host_state!(fcomip, "fcomip st, st(1)");
+    host_state!(fucomi, "fucomi st, st(3)");
+    host_state!(fcmove, "fcmove st, st(1)");
+    host_state!(fldcw, "fldcw word ptr [{m}]");
+    host_state!(fnclex, "fnclex");
+}

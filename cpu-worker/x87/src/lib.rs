@@ -9,9 +9,13 @@ pub mod arith;
 pub mod convert;
 pub mod f80;
 pub mod remainder;
+pub mod unit;
 
 pub use arith::Ordering;
+pub use convert::Constant;
 pub use f80::{Class, Ctx, Precision, Rounding, F80};
+pub use remainder::Cond;
+pub use unit::{ArithOp, CompareFlags, EnvFormat, PendingFault, Src, X87};
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod host;

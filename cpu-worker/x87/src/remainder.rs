@@ -7,7 +7,7 @@
 //! SDM only says N is between 32 and 63).
 
 use crate::arith::nan2;
-use crate::f80::{pack_ext, round_pack_ext, Class, Ctx, F80, DE, IE, ZE};
+use crate::f80::{round_pack_ext, Class, Ctx, DE, F80, IE, ZE};
 
 /// Condition-code bits set by an instruction.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -24,10 +24,11 @@ pub struct Cond {
 
 /// FPREM (`ieee` = false: truncated quotient) and FPREM1 (`ieee` = true: quotient rounded to
 /// nearest even) of a = ST(0) by b = ST(1). The condition codes are those of a complete
-/// reduction (C0, C3, C1 = Q2, Q1, Q0, C2 = 0) or of a partial one (C2 = 1).
-pub fn fprem(ctx: &mut Ctx, a: F80, b: F80, ieee: bool) -> (F80, Cond) {
+/// reduction (C0, C3, C1 = Q2, Q1, Q0, C2 = 0) or of a partial one (C2 = 1); None for NaN
+/// and invalid operands (C2 and C1 cleared, C0 and C3 unchanged, as the host does).
+pub fn fprem(ctx: &mut Ctx, a: F80, b: F80, ieee: bool) -> (F80, Option<Cond>) {
     ctx.c1_round_up = false;
-    let none = Cond::default();
+    let none = None;
     let (ca, cb) = (a.class(), b.class());
     if ca == Class::Unsupported || cb == Class::Unsupported {
         ctx.raise(IE);
@@ -43,24 +44,31 @@ pub fn fprem(ctx: &mut Ctx, a: F80, b: F80, ieee: bool) -> (F80, Cond) {
     if a.is_denormal() || b.is_denormal() {
         ctx.raise(DE);
     }
+    let zero_q = Some(Cond::default());
     if ca == Class::Zero {
-        return (a, none);
+        return (a, zero_q);
     }
     if cb == Class::Inf {
         let x = a.unpack_finite();
-        return (pack_ext(x.sign, x.sig as u128, x.exp - 63), none);
+        return (exact(ctx, x.sign, x.sig as u128, x.exp - 63), zero_q);
     }
     let (x, y) = (a.unpack_finite(), b.unpack_finite());
     let d = x.exp - y.exp;
     if d >= 64 {
         let n = 32 + (d % 32) as u32;
         let r = ((x.sig as u128) << n) % y.sig as u128;
-        let v = pack_ext(x.sign, r, x.exp - 63 - n as i32);
-        return (v, Cond { c2: true, ..none });
+        let v = exact(ctx, x.sign, r, x.exp - 63 - n as i32);
+        return (
+            v,
+            Some(Cond {
+                c2: true,
+                ..Cond::default()
+            }),
+        );
     }
     if d < -1 || (d == -1 && !ieee) {
         // Unchanged, but a pseudo-denormal comes back normalized.
-        return (pack_ext(x.sign, x.sig as u128, x.exp - 63), none);
+        return (exact(ctx, x.sign, x.sig as u128, x.exp - 63), zero_q);
     }
     let (num, den, lsb) = if d >= 0 {
         ((x.sig as u128) << d, y.sig as u128, y.exp - 63)
@@ -75,9 +83,26 @@ pub fn fprem(ctx: &mut Ctx, a: F80, b: F80, ieee: bool) -> (F80, Cond) {
         r = den - r;
         sign = !sign;
     }
-    let v = if r == 0 { F80::new(x.sign, 0, 0) } else { pack_ext(sign, r, lsb) };
-    let cc = Cond { c0: q & 4 != 0, c3: q & 2 != 0, c1: q & 1 != 0, c2: false };
-    (v, cc)
+    let v = if r == 0 {
+        F80::new(x.sign, 0, 0)
+    } else {
+        exact(ctx, sign, r, lsb)
+    };
+    let cc = Cond {
+        c0: q & 4 != 0,
+        c3: q & 2 != 0,
+        c1: q & 1 != 0,
+        c2: false,
+    };
+    (v, Some(cc))
+}
+
+/// An exact remainder sig × 2^lsb: a tiny one raises UE and wraps when UE is unmasked.
+fn exact(ctx: &mut Ctx, sign: bool, sig: u128, lsb: i32) -> F80 {
+    if sig == 0 {
+        return F80::new(sign, 0, 0);
+    }
+    round_pack_ext(ctx, sign, lsb + 127, sig, 64)
 }
 
 /// FSCALE: a × 2^trunc(b), rounded to 64 bits with the overflow/underflow responses.
@@ -171,7 +196,12 @@ mod tests {
     use crate::host::{self, hexf, Rng, N};
 
     fn cc_of(sw: u16) -> Cond {
-        Cond { c0: sw & 0x100 != 0, c1: sw & 0x200 != 0, c2: sw & 0x400 != 0, c3: sw & 0x4000 != 0 }
+        Cond {
+            c0: sw & 0x100 != 0,
+            c1: sw & 0x200 != 0,
+            c2: sw & 0x400 != 0,
+            c3: sw & 0x4000 != 0,
+        }
     }
 
     #[test]
@@ -180,17 +210,35 @@ mod tests {
         let mut bad = 0;
         for i in 0..N {
             let a = rng.f80();
-            let b = if i % 2 == 0 { rng.f80_near(a) } else { rng.f80() };
+            let b = if i % 2 == 0 {
+                rng.f80_near(a)
+            } else {
+                rng.f80()
+            };
             for ieee in [false, true] {
-                let h = if ieee { host::fprem1(0x37F, a, b, [0; 16]) } else { host::fprem(0x37F, a, b, [0; 16]) };
+                let h = if ieee {
+                    host::fprem1(0x37F, a, b, [0; 16])
+                } else {
+                    host::fprem(0x37F, a, b, [0; 16])
+                };
                 let mut c = Ctx::default();
                 let (r, cc) = fprem(&mut c, a, b, ieee);
                 let hcc = cc_of(h.sw);
-                // C0/C1/C3 are only defined for complete reductions of valid operands.
-                let ccok = if c.flags & IE != 0 || cc.c2 { cc.c2 == hcc.c2 } else { cc == hcc };
+                let ccok = match cc {
+                    None => !hcc.c2,
+                    Some(cc) => cc == hcc,
+                };
                 if r != h.st[0] || c.flags != (h.sw & 0x3F) as u8 || !ccok {
                     bad += 1;
-                    eprintln!("fprem ieee={ieee} a={} b={} soft={} {:02x} {cc:?} host={} {:02x} {hcc:?}", hexf(a), hexf(b), hexf(r), c.flags, hexf(h.st[0]), h.sw & 0x3F);
+                    eprintln!(
+                        "fprem ieee={ieee} a={} b={} soft={} {:02x} {cc:?} host={} {:02x} {hcc:?}",
+                        hexf(a),
+                        hexf(b),
+                        hexf(r),
+                        c.flags,
+                        hexf(h.st[0]),
+                        h.sw & 0x3F
+                    );
                 }
             }
             if bad > 12 {
@@ -218,7 +266,15 @@ mod tests {
             let c1 = c.c1_round_up && c.flags & PE != 0;
             if r != h.st[0] || c.flags != (h.sw & 0x3F) as u8 || c1 != (h.sw & 0x200 != 0) {
                 bad += 1;
-                eprintln!("fscale cw={cw:04x} a={} b={} soft={} {:02x} host={} {:04x}", hexf(a), hexf(b), hexf(r), c.flags, hexf(h.st[0]), h.sw);
+                eprintln!(
+                    "fscale cw={cw:04x} a={} b={} soft={} {:02x} host={} {:04x}",
+                    hexf(a),
+                    hexf(b),
+                    hexf(r),
+                    c.flags,
+                    hexf(h.st[0]),
+                    h.sw
+                );
             }
             if bad > 12 {
                 break;
@@ -235,7 +291,12 @@ mod tests {
             let h = host::fxtract(0x37F, a, F80::ZERO, [0; 16]);
             let mut c = Ctx::default();
             let (e, s) = fxtract(&mut c, a);
-            assert_eq!((s, e, c.flags), (h.st[0], h.st[1], (h.sw & 0x3F) as u8), "fxtract {}", hexf(a));
+            assert_eq!(
+                (s, e, c.flags),
+                (h.st[0], h.st[1], (h.sw & 0x3F) as u8),
+                "fxtract {}",
+                hexf(a)
+            );
         }
     }
 }
