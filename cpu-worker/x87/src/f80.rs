@@ -112,6 +112,14 @@ impl F80 {
         self.se & 0x7FFF
     }
 
+    /// A normal or denormal (nonzero finite) value.
+    pub fn is_normal_finite(self) -> bool {
+        matches!(
+            self.class(),
+            Class::Normal | Class::Denormal | Class::PseudoDenormal
+        )
+    }
+
     /// Same value with the sign flipped.
     pub const fn neg(self) -> F80 {
         F80 {

@@ -6,9 +6,11 @@
 //! panics on any guest input.
 
 pub mod arith;
+mod bigfloat;
 pub mod convert;
 pub mod f80;
 pub mod remainder;
+pub mod transcend;
 pub mod unit;
 
 pub use arith::Ordering;

@@ -14,6 +14,7 @@ use crate::arith::{self, Ordering};
 use crate::convert::{self, Constant, BCD_INDEFINITE};
 use crate::f80::{Class, Ctx, DE, F80, IE, OE, PE, UE, ZE};
 use crate::remainder::{self, Cond};
+use crate::transcend;
 
 /// Status word bits beyond the six exception flags.
 pub mod sw {
@@ -659,6 +660,132 @@ impl X87 {
             self.push_raw(s);
         }
         Ok(())
+    }
+
+    // ----- transcendentals -----
+
+    /// FSIN/FCOS: C2 = 1 and ST(0) unchanged when |ST(0)| ≥ 2^63.
+    fn trig_unary(&mut self, f: impl FnOnce(&mut Ctx, F80) -> Option<F80>) -> Result<()> {
+        self.begin()?;
+        let Some(v) = self.read(0) else {
+            self.set_c(sw::C2, false);
+            if self.stack_fault(false) {
+                self.write_st(0, F80::INDEFINITE);
+            }
+            return Ok(());
+        };
+        let mut ctx = self.ctx();
+        match f(&mut ctx, v) {
+            None => {
+                self.set_c(sw::C2, true);
+                self.set_c(sw::C1, false);
+            }
+            Some(r) => {
+                self.set_c(sw::C2, false);
+                if self.finish(&ctx) {
+                    self.write_st(0, r);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// FSIN.
+    pub fn fsin(&mut self) -> Result<()> {
+        self.trig_unary(transcend::fsin)
+    }
+
+    /// FCOS.
+    pub fn fcos(&mut self) -> Result<()> {
+        self.trig_unary(transcend::fcos)
+    }
+
+    /// ST(0) ← first, then push second (FSINCOS, FPTAN), with the stack rules.
+    fn replace_and_push(
+        &mut self,
+        f: impl FnOnce(&mut Ctx, F80) -> Option<(F80, F80)>,
+    ) -> Result<()> {
+        self.begin()?;
+        let Some(v) = self.read(0) else {
+            self.set_c(sw::C2, false);
+            if self.stack_fault(false) {
+                self.write_st(0, F80::INDEFINITE);
+                self.push_raw(F80::INDEFINITE);
+            }
+            return Ok(());
+        };
+        if !self.st_empty(7) {
+            self.set_c(sw::C2, false);
+            if self.stack_fault(true) {
+                self.write_st(0, F80::INDEFINITE);
+                self.push_raw(F80::INDEFINITE);
+            }
+            return Ok(());
+        }
+        let mut ctx = self.ctx();
+        match f(&mut ctx, v) {
+            None => {
+                self.set_c(sw::C2, true);
+                self.set_c(sw::C1, false);
+            }
+            Some((a, b)) => {
+                self.set_c(sw::C2, false);
+                if self.finish(&ctx) {
+                    self.write_st(0, a);
+                    self.push_raw(b);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// FSINCOS: ST(0) ← sin, then push cos.
+    pub fn fsincos(&mut self) -> Result<()> {
+        self.replace_and_push(transcend::fsincos)
+    }
+
+    /// FPTAN: ST(0) ← tan, then push 1.0.
+    pub fn fptan(&mut self) -> Result<()> {
+        self.replace_and_push(|c, v| transcend::fptan(c, v).map(|t| (t, F80::ONE)))
+    }
+
+    /// ST(1) ← f(ST(1), ST(0)), pop (FPATAN, FYL2X, FYL2XP1).
+    fn st1_op_pop(&mut self, f: impl FnOnce(&mut Ctx, F80, F80) -> F80) -> Result<()> {
+        self.begin()?;
+        let (Some(x), Some(y)) = (self.read(0), self.read(1)) else {
+            if self.stack_fault(false) {
+                self.write_st(1, F80::INDEFINITE);
+                self.pop();
+            }
+            return Ok(());
+        };
+        let mut ctx = self.ctx();
+        let r = f(&mut ctx, y, x);
+        if self.finish(&ctx) {
+            self.write_st(1, r);
+            self.pop();
+        }
+        Ok(())
+    }
+
+    /// FPATAN: ST(1) ← atan(ST(1)/ST(0)), pop.
+    pub fn fpatan(&mut self) -> Result<()> {
+        self.st1_op_pop(transcend::fpatan)
+    }
+
+    /// FYL2X: ST(1) ← ST(1)·log2 ST(0), pop.
+    pub fn fyl2x(&mut self) -> Result<()> {
+        self.st1_op_pop(transcend::fyl2x)
+    }
+
+    /// FYL2XP1: ST(1) ← ST(1)·log2(ST(0) + 1), pop.
+    pub fn fyl2xp1(&mut self) -> Result<()> {
+        self.st1_op_pop(transcend::fyl2xp1)
+    }
+
+    /// F2XM1: ST(0) ← 2^ST(0) − 1.
+    pub fn f2xm1(&mut self) -> Result<()> {
+        self.unary(transcend::f2xm1)
     }
 
     // ----- compares -----
