@@ -775,65 +775,138 @@ mod host_tests {
         }
     }
 
+    /// sin/cos/tan of x reduced modulo π/2 with π rounded to 66 bits (the hardware's
+    /// internal π, SDM Vol. 1 §8.3.10), then correctly rounded: a model of the host.
+    fn trig_with_pi66(name: &str, x: F80) -> F80 {
+        let pi66 = {
+            let mut m = [0u64; L];
+            m[L - 1] = PI_M[L - 1];
+            m[L - 2] = PI_M[L - 2] & (0xC000_0000_0000_0000);
+            // Round to 66 bits: the bit below decides (it is 0 for π, so truncation).
+            Bf {
+                neg: false,
+                exp: 2,
+                m,
+            }
+        };
+        let half = pi66.scale(-1);
+        let bx = Bf::from_f80(x);
+        // k = nearest integer to x / (π66/2), from a 384-bit quotient.
+        let q = bx.abs().div(&half);
+        let k = if q.exp <= 0 {
+            0u64
+        } else {
+            (q.m[L - 1] >> (64 - q.exp)) + ((q.m[L - 1] >> (63 - q.exp)) & 1)
+        };
+        let r = bx
+            .abs()
+            .sub(&half.mul_small(k.max(1)).mul(&Bf::from_u64((k > 0) as u64)));
+        let r = if x.sign() { r.neg() } else { r };
+        let k = if x.sign() { (4 - (k & 3)) & 3 } else { k & 3 };
+        let (s0, c0) = (sin_series(&r), cos_series(&r));
+        let (s, c) = match k {
+            0 => (s0, c0),
+            1 => (c0, s0.neg()),
+            2 => (s0.neg(), c0.neg()),
+            _ => (c0.neg(), s0),
+        };
+        let v = match name {
+            "sin" => s,
+            "cos" => c,
+            _ => s.div(&c),
+        };
+        v.to_f80(&mut Ctx::default())
+    }
+
     /// Agreement of the host's transcendental results with the correctly rounded ones
     /// (round to nearest), printed; the host is not required to be correctly rounded.
+    /// Typical figures on an Intel host: FPATAN/FYL2X/FYL2XP1/F2XM1 all within one ulp,
+    /// 88–97 % identical; FSIN/FCOS/FPTAN nearly all identical or one ulp off for
+    /// |x| < π/4 but far off for large |x|, where the host reduces with a 66-bit π — the
+    /// `pi66` column shows the host agreeing with a correctly rounded evaluation after that
+    /// reduction instead.
     #[test]
     fn host_agreement_report() {
         let mut rng = Rng(31);
         for name in ["sin", "cos", "tan", "patan", "yl2x", "yl2xp1", "2xm1"] {
-            let (mut same, mut one_ulp, mut n) = (0, 0, 0);
-            for _ in 0..2000 {
-                let sign = rng.bool();
-                let (x, y) = match name {
-                    "sin" | "cos" | "tan" => (
-                        F80::new(sign, (0x3FFF - 30 + rng.below(60)) as u16, rng.signif()),
-                        F80::ONE,
-                    ),
-                    "patan" => (
-                        F80::new(sign, (0x3FFF - 20 + rng.below(40)) as u16, rng.signif()),
-                        F80::new(
-                            rng.bool(),
-                            (0x3FFF - 20 + rng.below(40)) as u16,
-                            rng.signif(),
+            let ranges: &[(u64, u64)] = match name {
+                "sin" | "cos" | "tan" => &[
+                    (0x3FFF - 30, 0x3FFE),
+                    (0x3FFF, 0x3FFF + 10),
+                    (0x3FFF + 10, 0x3FFF + 62),
+                ],
+                _ => &[(0, 0)],
+            };
+            for &(lo, hi) in ranges {
+                let (mut same, mut one_ulp, mut n, mut pi66) = (0, 0, 0, 0);
+                for _ in 0..2000 {
+                    let sign = rng.bool();
+                    let (x, y) = match name {
+                        "sin" | "cos" | "tan" => (
+                            F80::new(sign, (lo + rng.below(hi - lo)) as u16, rng.signif()),
+                            F80::ONE,
                         ),
-                    ),
-                    "yl2x" => (
-                        F80::new(false, (0x3FFF - 100 + rng.below(200)) as u16, rng.signif()),
-                        F80::new(
-                            rng.bool(),
-                            (0x3FFF - 10 + rng.below(20)) as u16,
-                            rng.signif(),
+                        "patan" => (
+                            F80::new(sign, (0x3FFF - 20 + rng.below(40)) as u16, rng.signif()),
+                            F80::new(
+                                rng.bool(),
+                                (0x3FFF - 20 + rng.below(40)) as u16,
+                                rng.signif(),
+                            ),
                         ),
-                    ),
-                    "yl2xp1" => (
-                        F80::new(sign, (0x3FFF - 60 + rng.below(58)) as u16, rng.signif()),
-                        F80::new(
-                            rng.bool(),
-                            (0x3FFF - 10 + rng.below(20)) as u16,
-                            rng.signif(),
+                        "yl2x" => (
+                            F80::new(false, (0x3FFF - 100 + rng.below(200)) as u16, rng.signif()),
+                            F80::new(
+                                rng.bool(),
+                                (0x3FFF - 10 + rng.below(20)) as u16,
+                                rng.signif(),
+                            ),
                         ),
-                    ),
-                    _ => (
-                        F80::new(sign, (0x3FFF - 60 + rng.below(60)) as u16, rng.signif()),
-                        F80::ONE,
-                    ),
+                        "yl2xp1" => (
+                            F80::new(sign, (0x3FFF - 60 + rng.below(58)) as u16, rng.signif()),
+                            F80::new(
+                                rng.bool(),
+                                (0x3FFF - 10 + rng.below(20)) as u16,
+                                rng.signif(),
+                            ),
+                        ),
+                        _ => (
+                            F80::new(sign, (0x3FFF - 60 + rng.below(60)) as u16, rng.signif()),
+                            F80::ONE,
+                        ),
+                    };
+                    let mut c = Ctx::default();
+                    let Some(r) = tests::soft(name, &mut c, x, Some(y)) else {
+                        continue;
+                    };
+                    let h = host_result(name, &probe(name, x, y));
+                    n += 1;
+                    if h == r {
+                        same += 1;
+                    } else if h.se == r.se && h.signif.abs_diff(r.signif) == 1 {
+                        one_ulp += 1;
+                    }
+                    if matches!(name, "sin" | "cos" | "tan") {
+                        let m = trig_with_pi66(name, x);
+                        if m.se == h.se && m.signif.abs_diff(h.signif) <= 1 {
+                            pi66 += 1;
+                        }
+                    }
+                }
+                let range = if lo == 0 {
+                    String::new()
+                } else {
+                    format!(" 2^{}..2^{}", lo as i64 - 0x3FFF, hi as i64 - 0x3FFF)
                 };
-                let mut c = Ctx::default();
-                let Some(r) = tests::soft(name, &mut c, x, Some(y)) else {
-                    continue;
-                };
-                let h = host_result(name, &probe(name, x, y));
-                n += 1;
-                if h == r {
-                    same += 1;
-                } else if h.se == r.se && h.signif.abs_diff(r.signif) == 1 {
-                    one_ulp += 1;
+                eprintln!(
+                    "host f{name}{range}: {same}/{n} identical to the correctly rounded result, {one_ulp} one ulp off, {} further; pi66 model within 1 ulp: {pi66}",
+                    n - same - one_ulp
+                );
+                if lo == 0 || lo < 0x3FFF {
+                    // Where no large reduction is involved, the host is within one ulp.
+                    assert_eq!(same + one_ulp, n, "f{name}");
                 }
             }
-            eprintln!(
-                "host f{name}: {same}/{n} identical to the correctly rounded result, {one_ulp} one ulp off, {} further",
-                n - same - one_ulp
-            );
         }
     }
 
