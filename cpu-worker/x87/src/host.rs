@@ -296,4 +296,18 @@ pub mod state {
     host_state!(fcmove, "fcmove st, st(1)");
     host_state!(fldcw, "fldcw word ptr [{m}]");
     host_state!(fnclex, "fnclex");
+    host_state!(fsin, "fsin");
+    host_state!(fcos, "fcos");
+    host_state!(fsincos, "fsincos");
+    host_state!(fptan, "fptan");
+    host_state!(fpatan, "fpatan");
+    host_state!(fyl2x, "fyl2x");
+    host_state!(fyl2xp1, "fyl2xp1");
+    host_state!(f2xm1, "f2xm1");
+    host_state!(fprem1, "fprem1");
+    host_state!(fld1, "fld1");
+    host_state!(fbld, "fbld tbyte ptr [{m}]");
+    host_state!(fbstp, "fbstp tbyte ptr [{m}]");
+    host_state!(fisttp16, "fisttp word ptr [{m}]");
+    host_state!(fild64, "fild qword ptr [{m}]");
 }
