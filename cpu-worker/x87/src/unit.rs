@@ -236,7 +236,7 @@ impl X87 {
     }
 
     fn phys(&self, i: u8) -> usize {
-        ((self.top + i) & 7) as usize
+        (self.top.wrapping_add(i) & 7) as usize
     }
 
     fn ctx(&self) -> Ctx {
@@ -1540,6 +1540,122 @@ mod tests {
             let mut w = X87::new();
             w.fxrstor(&fx, false);
             assert_eq!(w.save_image(EnvFormat::Protected16), s16);
+        }
+    }
+
+    /// Arbitrary guest input never panics (run in the dev profile for overflow checks).
+    #[test]
+    fn arbitrary_input_never_panics() {
+        let mut rng = Rng(4242);
+        let mut x = X87::new();
+        for _ in 0..100_000 {
+            let v = F80 {
+                signif: rng.next(),
+                se: rng.next() as u16,
+            };
+            let v = if rng.bool() { rng.f80() } else { v };
+            let i = rng.next() as u8;
+            let r = rng.next();
+            let mut b10 = [0u8; 10];
+            b10.copy_from_slice(&r.to_le_bytes().repeat(2)[..10]);
+            if rng.below(50) == 0 {
+                x.fldcw(r as u16).ok();
+            }
+            if x.status_word() & sw::ES != 0 && rng.bool() {
+                x.fnclex();
+            }
+            let _ = match rng.below(40) {
+                0 => x.fld_f80(v.to_bytes()),
+                1 => x.fld_f32(r as u32),
+                2 => x.fld_f64(r),
+                3 => x.fbld(b10),
+                4 => x.fild(r as i64),
+                5 => x.fld_st(i),
+                6 => x.fst_st(i, rng.bool()),
+                7 => x.fst_f32(rng.bool()).map(|_| ()),
+                8 => x.fst_f64(rng.bool()).map(|_| ()),
+                9 => x.fst_f80(rng.bool()).map(|_| ()),
+                10 => x.fist(r as u32 % 80, rng.bool(), rng.bool()).map(|_| ()),
+                11 => x.fbstp().map(|_| ()),
+                12 => {
+                    let ops = [
+                        ArithOp::Add,
+                        ArithOp::Sub,
+                        ArithOp::SubR,
+                        ArithOp::Mul,
+                        ArithOp::Div,
+                        ArithOp::DivR,
+                    ];
+                    let src = [
+                        Src::St(i),
+                        Src::F32(r as u32),
+                        Src::F64(r),
+                        Src::I16(r as i16),
+                        Src::I32(r as i32),
+                    ];
+                    x.arith(
+                        ops[rng.below(6) as usize],
+                        i,
+                        src[rng.below(5) as usize],
+                        rng.bool(),
+                    )
+                }
+                13 => x.fcom(Src::St(i), i, rng.bool()),
+                14 => x.fcomi(i, rng.bool(), rng.bool()).map(|_| ()),
+                15 => x.fsqrt(),
+                16 => x.frndint(),
+                17 => x.fscale(),
+                18 => x.fprem(rng.bool()),
+                19 => x.fxtract(),
+                20 => x.fsin(),
+                21 => x.fcos(),
+                22 => x.fsincos(),
+                23 => x.fptan(),
+                24 => x.fpatan(),
+                25 => x.fyl2x(),
+                26 => x.fyl2xp1(),
+                27 => x.f2xm1(),
+                28 => x.fxch(i),
+                29 => x.ffree(i),
+                30 => x.fcmov(rng.bool(), i),
+                31 => x.fxam(),
+                32 => x.ftst(),
+                33 => {
+                    let img: Vec<u8> = (0..rng.below(120)).map(|_| rng.next() as u8).collect();
+                    let fmt = if rng.bool() {
+                        EnvFormat::Protected32
+                    } else {
+                        EnvFormat::Protected16
+                    };
+                    if rng.bool() {
+                        x.frstor(fmt, &img)
+                    } else {
+                        x.fldenv(fmt, &img)
+                    }
+                }
+                34 => {
+                    let mut img = [0u8; 512];
+                    for b in img.iter_mut() {
+                        *b = rng.next() as u8;
+                    }
+                    x.fxrstor(&img, rng.bool());
+                    Ok(())
+                }
+                35 => {
+                    x.set_mmx(i, r);
+                    Ok(())
+                }
+                36 => {
+                    x.emms();
+                    Ok(())
+                }
+                37 => x.fld_const(Constant::Pi),
+                38 => x.fincstp().and_then(|_| x.fdecstp()),
+                _ => {
+                    let _ = x.fnsave(EnvFormat::Protected16);
+                    Ok(())
+                }
+            };
         }
     }
 
