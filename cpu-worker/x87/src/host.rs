@@ -311,3 +311,46 @@ pub mod state {
     host_state!(fisttp16, "fisttp word ptr [{m}]");
     host_state!(fild64, "fild qword ptr [{m}]");
 }
+
+#[repr(C, align(16))]
+struct FxArea([u8; 512]);
+
+/// FRSTOR the image, then FXSAVE (32-bit layout, no REX.W) into a 512-byte area.
+pub fn fxsave_after_frstor(image: &[u8; 108]) -> [u8; 512] {
+    let mut area = FxArea([0; 512]);
+    // SAFETY: reads the 108-byte `image`, writes the 16-byte aligned 512-byte `area`; the
+    // FNINIT leaves the x87 stack empty afterwards.
+    unsafe {
+        asm!(
+            "frstor [{img}]",
+            "fxsave [{fx}]",
+            "fninit",
+            img = in(reg) image.as_ptr(),
+            fx = in(reg) area.0.as_mut_ptr(),
+            out("st(0)") _, out("st(1)") _, out("st(2)") _, out("st(3)") _,
+            out("st(4)") _, out("st(5)") _, out("st(6)") _, out("st(7)") _,
+        );
+    }
+    area.0
+}
+
+/// FRSTOR the image, MOVQ mm3 ← `v`, FNSAVE.
+pub fn movq_mm3_after_frstor(image: &[u8; 108], v: u64) -> [u8; 108] {
+    let mut save = [0u8; 108];
+    // SAFETY: reads the 108-byte `image` and the 8-byte `v`, writes the 108-byte `save`;
+    // FNSAVE reinitializes the FPU so no MMX state is left behind for the compiler.
+    unsafe {
+        asm!(
+            "frstor [{img}]",
+            "movq mm3, [{v}]",
+            "fnsave [{save}]",
+            img = in(reg) image.as_ptr(),
+            v = in(reg) &v,
+            save = in(reg) save.as_mut_ptr(),
+            out("mm3") _,
+            out("st(0)") _, out("st(1)") _, out("st(2)") _,
+            out("st(4)") _, out("st(5)") _, out("st(6)") _, out("st(7)") _,
+        );
+    }
+    save
+}

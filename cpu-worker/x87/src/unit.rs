@@ -1660,6 +1660,34 @@ mod tests {
     }
 
     #[test]
+    fn fxsave_matches_host() {
+        let mut rng = Rng(6);
+        for _ in 0..300 {
+            let mut x = X87::new();
+            for _ in 0..rng.below(9) {
+                x.fld_f80(rng.f80().to_bytes()).unwrap_or(());
+            }
+            for _ in 0..rng.below(3) {
+                x.ffree(rng.below(8) as u8).unwrap_or(());
+            }
+            x.fldcw(0x0360 | rng.below(0x40) as u16 | ((rng.below(4) as u16) << 10))
+                .unwrap_or(());
+            x.fnclex();
+            let img = image(&x);
+            let h = host::fxsave_after_frstor(&img);
+            let mut soft = [0u8; 512];
+            x.fxsave(&mut soft, false);
+            // FCW, FSW, abridged FTW, and the eight 16-byte register slots (FOP and the
+            // pointers depend on the host's own instruction stream).
+            assert_eq!(soft[0..5], h[0..5], "{}", dump(&img));
+            assert_eq!(soft[32..160], h[32..160], "{}", dump(&img));
+            let mut y = X87::new();
+            y.fxrstor(&soft, false);
+            assert_eq!(image(&y), img);
+        }
+    }
+
+    #[test]
     fn mmx_aliasing() {
         let mut x = X87::new();
         x.fld_const(Constant::Pi).unwrap_or(());
@@ -1676,7 +1704,21 @@ mod tests {
         assert_eq!(x.abridged_tag(), 0xFF);
         x.emms();
         assert_eq!(x.tag_word(), 0xFFFF);
-        let _ = host::N;
+        // Against the host: MOVQ into MM3 after some stack traffic.
+        let mut rng = Rng(9);
+        for _ in 0..200 {
+            let mut x = X87::new();
+            for _ in 0..rng.below(9) {
+                x.fld_f80(rng.f80().to_bytes()).unwrap_or(());
+            }
+            let img = image(&x);
+            let v = rng.next();
+            let h = host::movq_mm3_after_frstor(&img, v);
+            x.set_mmx(3, v);
+            let soft = image(&x);
+            assert_eq!(soft[0..12], h[0..12], "{}", dump(&img));
+            assert_eq!(soft[28..108], h[28..108], "{}", dump(&img));
+        }
     }
 
     /// Transcendental instructions inside random sequences: stack effects, tags, C2,
