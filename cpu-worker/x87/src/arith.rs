@@ -415,7 +415,7 @@ mod tests {
             } else {
                 rng.f80()
             };
-            let cw = rng.cw_masked();
+            let cw = rng.cw_post();
             let h = probe(cw, a, b, [0; 16]);
             let mut ctx = Ctx::from_control_word(cw);
             let r = soft(&mut ctx, a, b);
