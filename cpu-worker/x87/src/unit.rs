@@ -91,14 +91,19 @@ pub enum EnvFormat {
     Protected32,
     /// 16-bit protected mode: 14-byte environment.
     Protected16,
+    /// 32-bit real or virtual-8086 mode: 28 bytes, FIP/FDP as 32-bit linear addresses split
+    /// 16 + 16 with FOP beside the high half (SDM Vol. 1 figure 8-10).
+    Real32,
+    /// 16-bit real or virtual-8086 mode: 14 bytes, 20-bit FIP/FDP (figure 8-12).
+    Real16,
 }
 
 impl EnvFormat {
     /// Size of the environment image.
     pub const fn env_len(self) -> usize {
         match self {
-            EnvFormat::Protected32 => 28,
-            EnvFormat::Protected16 => 14,
+            EnvFormat::Protected32 | EnvFormat::Real32 => 28,
+            EnvFormat::Protected16 | EnvFormat::Real16 => 14,
         }
     }
     /// Size of the FNSAVE image.
@@ -816,6 +821,11 @@ impl X87 {
             }
             return Ok(());
         };
+        // As for arithmetic: a denormal memory operand next to a NaN reports no DE.
+        let nan_like = |v: F80| v.is_nan() || v.is_unsupported();
+        if nan_like(a) || nan_like(b) {
+            ctx.flags &= !DE;
+        }
         let o = arith::compare(&mut ctx, a, b, quiet);
         // The condition codes are written even when an unmasked exception is reported.
         self.set_compare_cc(o);
@@ -1022,19 +1032,41 @@ impl X87 {
                     v.extend_from_slice(&w.to_le_bytes());
                 }
             }
+            EnvFormat::Real32 => {
+                let mut d = |x: u32| v.extend_from_slice(&x.to_le_bytes());
+                d(0xFFFF_0000 | self.cw as u32);
+                d(0xFFFF_0000 | self.status_word() as u32);
+                d(0xFFFF_0000 | self.tag_word() as u32);
+                d(0xFFFF_0000 | (self.fip as u32 & 0xFFFF));
+                d(((self.fip as u32 >> 16) << 12) | (self.fop as u32 & 0x7FF));
+                d(0xFFFF_0000 | (self.fdp as u32 & 0xFFFF));
+                d((self.fdp as u32 >> 16) << 12);
+            }
+            EnvFormat::Real16 => {
+                for w in [
+                    self.cw,
+                    self.status_word(),
+                    self.tag_word(),
+                    self.fip as u16,
+                    (((self.fip >> 16) as u16 & 0xF) << 12) | (self.fop & 0x7FF),
+                    self.fdp as u16,
+                    ((self.fdp >> 16) as u16 & 0xF) << 12,
+                ] {
+                    v.extend_from_slice(&w.to_le_bytes());
+                }
+            }
         }
         v
     }
 
     /// FLDENV from an image of `fmt.env_len()` bytes (shorter images read as zero-filled).
+    /// FLDENV and FRSTOR replace the exception state rather than act on it, so they do not
+    /// report a pending #MF here; an unmasked exception in the loaded image is reported by
+    /// the next waiting instruction.
     pub fn fldenv(&mut self, fmt: EnvFormat, img: &[u8]) -> Result<()> {
-        self.begin_control();
         self.load_env(fmt, img);
         Ok(())
     }
-
-    /// FLDENV/FRSTOR are control instructions: they do not check pending exceptions.
-    fn begin_control(&mut self) {}
 
     fn load_env(&mut self, fmt: EnvFormat, img: &[u8]) {
         let w = |o: usize| -> u16 {
@@ -1056,6 +1088,18 @@ impl X87 {
                 self.fcs = w(8);
                 self.fdp = w(10) as u64;
                 self.fds = w(12);
+                (w(0), w(2), w(4))
+            }
+            EnvFormat::Real32 => {
+                self.fip = w(12) as u64 | ((w(16) as u64 | (w(18) as u64) << 16) >> 12) << 16;
+                self.fop = w(16) & 0x7FF;
+                self.fdp = w(20) as u64 | ((w(24) as u64 | (w(26) as u64) << 16) >> 12) << 16;
+                (w(0), w(4), w(8))
+            }
+            EnvFormat::Real16 => {
+                self.fip = w(6) as u64 | ((w(8) >> 12) as u64) << 16;
+                self.fop = w(8) & 0x7FF;
+                self.fdp = w(10) as u64 | ((w(12) >> 12) as u64) << 16;
                 (w(0), w(2), w(4))
             }
         };
@@ -1092,7 +1136,6 @@ impl X87 {
 
     /// FRSTOR from an image of `fmt.save_len()` bytes.
     pub fn frstor(&mut self, fmt: EnvFormat, img: &[u8]) -> Result<()> {
-        self.begin_control();
         self.load_env(fmt, img);
         let base = fmt.env_len();
         for i in 0..8u8 {
@@ -1540,6 +1583,25 @@ mod tests {
             let mut w = X87::new();
             w.fxrstor(&fx, false);
             assert_eq!(w.save_image(EnvFormat::Protected16), s16);
+            // Real-mode layouts carry linear 20/32-bit pointers and FOP.
+            for (fmt, ip_mask) in [
+                (EnvFormat::Real32, 0xFFFF_FFFFu64),
+                (EnvFormat::Real16, 0xF_FFFF),
+            ] {
+                let mut r = w.clone();
+                r.set_pointers(
+                    rng.next() & ip_mask,
+                    0,
+                    rng.next() as u16,
+                    Some((rng.next() & ip_mask, 0)),
+                );
+                let img = r.save_image(fmt);
+                assert_eq!(img.len(), fmt.save_len());
+                let mut back = X87::new();
+                back.frstor(fmt, &img).unwrap_or(());
+                assert_eq!((back.fip, back.fdp, back.fop), (r.fip, r.fdp, r.fop));
+                assert_eq!(back.save_image(fmt), img);
+            }
         }
     }
 
