@@ -307,6 +307,11 @@ pub mod state {
     host_state!(fcmove, "fcmove st, st(1)");
     host_state!(fldcw, "fldcw word ptr [{m}]");
     host_state!(fnclex, "fnclex");
+    host_state!(fcom_m32, "fcom dword ptr [{m}]");
+    host_state!(fucomp_st1, "fucomp st(1)");
+    host_state!(ficomp_m16, "ficomp word ptr [{m}]");
+    host_state!(fiadd_m32, "fiadd dword ptr [{m}]");
+    host_state!(fsubr_m64, "fsubr qword ptr [{m}]");
     host_state!(fsin, "fsin");
     host_state!(fcos, "fcos");
     host_state!(fsincos, "fsincos");

@@ -1270,7 +1270,7 @@ mod tests {
         let mut rng = Rng(77);
         let mut x = X87::new();
         let mut bad = 0;
-        let ops = 40;
+        let ops = 45;
         for step in 0..60000 {
             if x.status_word() & sw::ES != 0 || step % 500 == 0 {
                 x.fnclex();
@@ -1453,6 +1453,31 @@ mod tests {
                 37 => {
                     soft_fl = Some(x.fcomi(3, false, true).ok().flatten());
                     ("fucomi", state::fucomi(&img, m64))
+                }
+                40 => {
+                    x.fcom(Src::F32(f32bits), 0, false).ok();
+                    ("fcom m32", state::fcom_m32(&img, m32))
+                }
+                41 => {
+                    x.fcom(Src::St(1), 1, true).ok();
+                    ("fucomp st1", state::fucomp_st1(&img, m32))
+                }
+                42 => {
+                    x.fcom(Src::I16(rbits as i16), 1, false).ok();
+                    ("ficomp m16", state::ficomp_m16(&img, m64))
+                }
+                43 => {
+                    x.arith(ArithOp::Add, 0, Src::I32(rbits as i32), false).ok();
+                    ("fiadd m32", state::fiadd_m32(&img, m64))
+                }
+                44 => {
+                    let v = rbits & 0x800F_FFFF_FFFF_FFFF
+                        | [0, 0x7FF0_0000_0000_0000, 0x3FF0_0000_0000_0000][rng.below(3) as usize];
+                    x.arith(ArithOp::SubR, 0, Src::F64(v), false).ok();
+                    (
+                        "fsubr m64",
+                        state::fsubr_m64(&img, mem_of(&v.to_le_bytes())),
+                    )
                 }
                 38 => {
                     // The host's ZF comes from the pushfq of the harness: use FCMOVE with
