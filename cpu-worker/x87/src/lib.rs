@@ -25,7 +25,8 @@
 //! - transcendentals are correctly rounded to 64 bits (checked against mpmath vectors).
 //!   The host is not: it agrees to within one ulp except for FSIN/FCOS/FPTAN with
 //!   |x| ≥ 1, where it reduces the argument with a 66-bit π (SDM Vol. 1 §8.3.10) and can
-//!   be far off; the special operands, out-of-range behaviour (C2), the domain
+//!   be far off, and for tiny arguments in the directed rounding modes, where it returns
+//!   x for sin x and 1 for cos x (so no underflow either); the special operands, out-of-range behaviour (C2), the domain
 //!   oddities of F2XM1/FYL2XP1 outside their documented ranges, flags and stack effects
 //!   follow the host.
 

@@ -76,10 +76,12 @@ pub(crate) fn sin_series(r: &Bf) -> Bf {
     let mut n = 1u64;
     loop {
         term = term.mul(&r2).div_small((2 * n) * (2 * n + 1)).neg();
+        // Add even a negligible term: its sign must reach the sticky bit, or a directed
+        // rounding of sin x ≈ x (say) would go the wrong way.
+        sum = sum.add(&term);
         if negligible(&term, &sum) {
             return sum;
         }
-        sum = sum.add(&term);
         n += 1;
     }
 }
@@ -92,10 +94,12 @@ pub(crate) fn cos_series(r: &Bf) -> Bf {
     let mut n = 1u64;
     loop {
         term = term.mul(&r2).div_small((2 * n - 1) * (2 * n)).neg();
+        // Add even a negligible term: its sign must reach the sticky bit, or a directed
+        // rounding of sin x ≈ x (say) would go the wrong way.
+        sum = sum.add(&term);
         if negligible(&term, &sum) {
             return sum;
         }
-        sum = sum.add(&term);
         n += 1;
     }
 }
@@ -109,10 +113,12 @@ fn atan_series(z: &Bf) -> Bf {
     loop {
         p = p.mul(&z2).neg();
         let term = p.div_small(2 * n + 1);
+        // Add even a negligible term: its sign must reach the sticky bit, or a directed
+        // rounding of sin x ≈ x (say) would go the wrong way.
+        sum = sum.add(&term);
         if negligible(&term, &sum) {
             return sum;
         }
-        sum = sum.add(&term);
         n += 1;
     }
 }
@@ -126,10 +132,12 @@ fn atanh_series(s: &Bf) -> Bf {
     loop {
         p = p.mul(&s2);
         let term = p.div_small(2 * n + 1);
+        // Add even a negligible term: its sign must reach the sticky bit, or a directed
+        // rounding of sin x ≈ x (say) would go the wrong way.
+        sum = sum.add(&term);
         if negligible(&term, &sum) {
             return sum;
         }
-        sum = sum.add(&term);
         n += 1;
     }
 }
@@ -141,10 +149,12 @@ fn expm1_series(t: &Bf) -> Bf {
     let mut n = 2u64;
     loop {
         term = term.mul(t).div_small(n);
+        // Add even a negligible term: its sign must reach the sticky bit, or a directed
+        // rounding of sin x ≈ x (say) would go the wrong way.
+        sum = sum.add(&term);
         if negligible(&term, &sum) {
             return sum;
         }
-        sum = sum.add(&term);
         n += 1;
     }
 }
@@ -378,6 +388,12 @@ pub fn fptan(ctx: &mut Ctx, x: F80) -> Trig<F80> {
         Ok(None) => None,
         Ok(Some(u)) => {
             let (k, r) = reduce(u);
+            if r.exp < -150 {
+                // Only k = 0 has a tiny r: tan r = r + r³/3 + …, and the quotient of two
+                // sticky-rounded series would lose the direction of the r³/3.
+                let t = r.add(&r.mul(&r).mul(&r).div_small(3));
+                return Some(t.to_f80(ctx));
+            }
             let (s, c) = (sin_series(&r), cos_series(&r));
             let t = if k & 1 == 0 {
                 s.div(&c)

@@ -1937,13 +1937,35 @@ mod tests {
             let soft = image(&x);
             let mut ok = true;
             // C1 depends on the rounding of a result the host rounds differently.
-            let swmask: u16 = if loose.is_empty() {
+            let w = |img: &[u8; 108], o: usize| u16::from_le_bytes([img[o], img[o + 1]]);
+            let reg = |img: &[u8; 108], i: u8| {
+                let o = 28 + 10 * i as usize;
+                let mut b = [0u8; 10];
+                b.copy_from_slice(&img[o..o + 10]);
+                F80::from_bytes(b)
+            };
+            // Where a result differs (the host is not correctly rounded, e.g. it returns x
+            // for sin x and 1 for cos x at tiny x even when rounding down), so may its
+            // underflow report (and hence ES/B) and the tag of that register.
+            let differs: Vec<u8> = loose
+                .iter()
+                .copied()
+                .filter(|&i| reg(&soft, i) != reg(&h.image, i))
+                .collect();
+            let mut swmask: u16 = if loose.is_empty() {
                 0xFFFF
             } else {
                 !(sw::C1 | PE as u16)
             };
-            let w = |img: &[u8; 108], o: usize| u16::from_le_bytes([img[o], img[o + 1]]);
-            ok &= w(&soft, 0) == w(&h.image, 0) && w(&soft, 8) == w(&h.image, 8);
+            let mut twmask: u16 = 0xFFFF;
+            if !differs.is_empty() {
+                swmask &= !(UE as u16 | sw::ES | sw::B);
+                let top = (w(&h.image, 4) >> 11) & 7;
+                for &i in &differs {
+                    twmask &= !(3 << (2 * ((top + i as u16) & 7)));
+                }
+            }
+            ok &= w(&soft, 0) == w(&h.image, 0) && w(&soft, 8) & twmask == w(&h.image, 8) & twmask;
             ok &= w(&soft, 4) & swmask == w(&h.image, 4) & swmask;
             for i in 0..8u8 {
                 let o = 28 + 10 * i as usize;

@@ -86,6 +86,19 @@ def emit(name, x, y, v):
 
 
 ln2 = log(2)
+# Tiny arguments: the correction term is far below the 64-bit ulp but decides directed
+# rounding (and inexactness).
+for _ in range(25):
+    x = rand_f80(-500, -150)
+    xv = val(*x)
+    emit("sin", x, None, sin(xv))
+    emit("cos", x, None, cos(xv))
+    emit("tan", x, None, tan(xv))
+    emit("2xm1", x, None, expm1(xv * ln2))
+    y = rand_f80(-5, 5)
+    emit("yl2xp1", x, y, val(*y) * log(1 + xv) / ln2)
+    one = (0, 16383, 1 << 63)
+    emit("patan", one, x, atan2(xv, 1))
 for _ in range(N):
     x = rand_f80(-70, 62)
     if random.random() < 0.2:
