@@ -532,4 +532,30 @@ mod tests {
             assert_eq!(fxam(a, false), cc, "fxam {}", hexf(a));
         }
     }
+
+    /// The reserved precision control 01 behaves as 64 bits on the host, as modelled.
+    #[test]
+    fn reserved_precision_control_is_64_bits() {
+        let mut rng = Rng(8);
+        for _ in 0..N / 10 {
+            let (a, b) = (rng.f80(), rng.f80());
+            let cw = 0x017F | ((rng.below(4) as u16) << 10);
+            for (soft, probe) in [
+                (add as Bin, host::fadd as Probe),
+                (div, host::fdiv),
+                (mul, host::fmul),
+            ] {
+                let h = probe(cw, a, b, [0; 16]);
+                let mut ctx = Ctx::from_control_word(cw);
+                let r = soft(&mut ctx, a, b);
+                assert_eq!(
+                    (r, ctx.flags),
+                    (h.st[0], (h.sw & 0x3F) as u8),
+                    "cw={cw:04x} {} {}",
+                    hexf(a),
+                    hexf(b)
+                );
+            }
+        }
+    }
 }
