@@ -370,3 +370,25 @@ pub fn movq_mm3_after_frstor(image: &[u8; 108], v: u64) -> [u8; 108] {
     }
     save
 }
+
+/// FRSTOR the image, FNSTENV (32-bit protected-mode layout), FNSAVE: the stored
+/// environment and the state after it.
+pub fn fnstenv_after_frstor(image: &[u8; 108]) -> ([u8; 28], [u8; 108]) {
+    let mut env = [0u8; 28];
+    let mut save = [0u8; 108];
+    // SAFETY: reads the 108-byte `image`, writes the 28-byte `env` and the 108-byte `save`;
+    // FNSAVE leaves the x87 stack empty.
+    unsafe {
+        asm!(
+            "frstor [{img}]",
+            "fnstenv [{env}]",
+            "fnsave [{save}]",
+            img = in(reg) image.as_ptr(),
+            env = in(reg) env.as_mut_ptr(),
+            save = in(reg) save.as_mut_ptr(),
+            out("st(0)") _, out("st(1)") _, out("st(2)") _, out("st(3)") _,
+            out("st(4)") _, out("st(5)") _, out("st(6)") _, out("st(7)") _,
+        );
+    }
+    (env, save)
+}

@@ -1587,6 +1587,13 @@ mod tests {
             x.fldcw(0x0360 | rng.below(0x40) as u16).unwrap_or(());
             x.fnclex();
             let img = image(&x);
+            // FNSTENV: same bytes (pointers aside), then every exception masked.
+            let (henv, hafter) = host::fnstenv_after_frstor(&img);
+            let mut e = x.clone();
+            let senv = e.fnstenv(EnvFormat::Protected32);
+            assert_eq!(senv[0..12], henv[0..12], "{}", dump(&img));
+            assert_eq!(senv[26..28], henv[26..28]);
+            assert_eq!(e.control_word(), u16::from_le_bytes([hafter[0], hafter[1]]));
             let h = state::fnclex(&img, [0; 16]);
             let soft = x.fnsave(EnvFormat::Protected32);
             assert!(same_state(&img, &h), "{}\n{}", dump(&img), dump(&h.image));
