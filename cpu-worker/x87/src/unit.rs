@@ -914,6 +914,13 @@ impl X87 {
         Ok(())
     }
 
+    /// FFREEP ST(i) (undocumented DF C0+i): FFREE, then pop.
+    pub fn ffreep(&mut self, i: u8) -> Result<()> {
+        self.ffree(i)?;
+        self.pop();
+        Ok(())
+    }
+
     /// FINCSTP.
     pub fn fincstp(&mut self) -> Result<()> {
         self.begin()?;
