@@ -679,3 +679,6 @@ fn float<M: Memory>(
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests;

@@ -99,7 +99,7 @@ fn element_flags(op: Binary, csr: u32, x: &[u8], y: &[u8], size: usize) -> u32 {
     // FTZ does not apply when UE is unmasked; with it off a tiny exact
     // result shows as a denormal.
     let f = host::binary(op, csr & !FTZ, &mut a, &b);
-    classify(f, csr, &a, size)
+    classify(f, csr, &a, size, &|| inexact_unbounded(op, x, y, csr))
 }
 
 /// The element `i` of `size` bytes of `v`.
@@ -164,25 +164,31 @@ fn per_element(op: Binary, a: &V, b: &V, csr: u32) -> Option<u32> {
                 let mut y = [0u8; 16];
                 y[..8].copy_from_slice(el(b, 8, i));
                 let fl = host::binary(Cvtsd2ss, csr & !FTZ, &mut x, &y);
-                acc | classify(fl, csr, &x, 4)
+                acc | classify(fl, csr, &x, 4, &|| {
+                    inexact_unbounded(Cvtsd2ss, &[], el(b, 8, i), csr)
+                })
             })
         }
         _ => return None,
     })
 }
 
-/// The per-element flags from a scalar run's masked flags `f` and result.
-fn classify(f: u32, csr: u32, result: &[u8], out_size: usize) -> u32 {
+/// The per-element flags from a scalar run's masked flags `f` and result
+/// (computed without FTZ). An unmasked overflow or underflow also sets PE
+/// when the result rounded to the destination precision with an unbounded
+/// exponent is inexact (`inexact`), as the host does.
+fn classify(f: u32, csr: u32, result: &[u8], out_size: usize, inexact: &dyn Fn() -> bool) -> u32 {
     let unm = unmasked(csr);
+    let unbounded_pe = || if inexact() { PE } else { 0 };
     let post = if f & OE != 0 {
         if unm & OE != 0 {
-            OE
+            OE | unbounded_pe()
         } else {
             OE | PE
         }
     } else if f & UE != 0 || is_denormal(result, out_size) {
         if unm & UE != 0 {
-            UE
+            UE | unbounded_pe()
         } else if csr & FTZ != 0 {
             UE | PE
         } else {
@@ -277,4 +283,93 @@ pub fn to_int(cpu: &mut CpuState, op: ToInt, b: &V) -> Result<u32, Exception> {
     let (r, flags) = host::to_int(op, cpu.mxcsr, b);
     settle(cpu, flags, None)?;
     Ok(r)
+}
+
+/// A finite nonzero float as `m * 2^e`.
+struct Exact {
+    neg: bool,
+    m: u128,
+    e: i32,
+}
+
+/// Decodes the `size`-byte float `v`; `None` for zeros (denormals too
+/// under DAZ), infinities and NaNs.
+fn decode(v: &[u8], size: usize, daz: bool) -> Option<Exact> {
+    let (bits, mant_bits, exp_bits) = if size == 4 {
+        let b = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+        (b as u64, 23, 8)
+    } else {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&v[..8]);
+        (u64::from_le_bytes(b), 52, 11)
+    };
+    let neg = bits >> (mant_bits + exp_bits) & 1 != 0;
+    let exp = ((bits >> mant_bits) & ((1 << exp_bits) - 1)) as i32;
+    let frac = bits & ((1u64 << mant_bits) - 1);
+    let bias = (1 << (exp_bits - 1)) - 1;
+    if exp == (1 << exp_bits) - 1 || (exp == 0 && (frac == 0 || daz)) {
+        return None;
+    }
+    Some(if exp == 0 {
+        Exact {
+            neg,
+            m: frac as u128,
+            e: 1 - bias - mant_bits,
+        }
+    } else {
+        Exact {
+            neg,
+            m: (frac | (1 << mant_bits)) as u128,
+            e: exp - bias - mant_bits,
+        }
+    })
+}
+
+/// Whether the integer `m` needs more than `p` significant bits.
+fn too_wide(m: u128, p: u32) -> bool {
+    m != 0 && 128 - m.leading_zeros() - m.trailing_zeros() > p
+}
+
+/// Whether the scalar operation `op` on `x` and `y` is inexact when its
+/// result is rounded to the destination precision with an unbounded
+/// exponent range (SDM vol. 1 §4.9.1.6: the precision of the result of
+/// an unmasked overflow or underflow).
+fn inexact_unbounded(op: Binary, x: &[u8], y: &[u8], csr: u32) -> bool {
+    use Binary::*;
+    let daz = csr & 0x40 != 0;
+    let (size, p) = match op {
+        Addss | Subss | Mulss | Divss => (4, 24),
+        Cvtsd2ss => (8, 24),
+        _ => (8, 53),
+    };
+    if op == Cvtsd2ss {
+        return decode(y, 8, daz).is_some_and(|b| too_wide(b.m, p));
+    }
+    let (Some(a), Some(b)) = (decode(x, size, daz), decode(y, size, daz)) else {
+        return false;
+    };
+    match op {
+        Mulss | Mulsd => too_wide(a.m * b.m, p),
+        Divss | Divsd => {
+            let (oa, ob) = (a.m >> a.m.trailing_zeros(), b.m >> b.m.trailing_zeros());
+            oa % ob != 0 || too_wide(oa / ob, p)
+        }
+        _ => {
+            let sub = matches!(op, Subss | Subsd);
+            let bneg = b.neg ^ sub;
+            let (hi, lo) = if a.e >= b.e {
+                ((a.neg, a.m), (bneg, b.m, b.e, a.e))
+            } else {
+                ((bneg, b.m), (a.neg, a.m, a.e, b.e))
+            };
+            let d = (lo.3 - lo.2) as u32;
+            if d > 74 {
+                // The smaller operand lies wholly below the rounding point.
+                return true;
+            }
+            let big = (hi.1 << d) as i128 * if hi.0 { -1 } else { 1 };
+            let small = lo.1 as i128 * if lo.0 { -1 } else { 1 };
+            too_wide((big + small).unsigned_abs(), p)
+        }
+    }
 }
