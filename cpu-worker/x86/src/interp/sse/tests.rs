@@ -1075,3 +1075,242 @@ fn packed_integer_ops_match_host() {
     );
     let _ = check_ops(INT_IMM, 0x89ab_cdef_1234_5678, ITERS / 3);
 }
+
+/// Runs one instruction in the interpreter after `setup`.
+fn run_one(
+    code: &[u8],
+    setup: impl FnOnce(&mut CpuState, &mut FlatMemory),
+) -> (CpuState, FlatMemory, Result<(), Exception>) {
+    let mut mem = FlatMemory::new(0x3000);
+    mem.bytes[GUEST_CODE as usize..GUEST_CODE as usize + code.len()].copy_from_slice(code);
+    let mut cpu = CpuState {
+        eip: GUEST_CODE,
+        ..CpuState::default()
+    };
+    setup(&mut cpu, &mut mem);
+    let r = decode(&cpu, &mut mem).and_then(|i| step(&mut cpu, &mut mem, &mut NoEnv, &i));
+    (cpu, mem, r)
+}
+
+fn fill_xmm(cpu: &mut CpuState) {
+    for (i, x) in cpu.xmm.iter_mut().enumerate() {
+        for (j, b) in x.iter_mut().enumerate() {
+            *b = (i * 16 + j) as u8;
+        }
+    }
+}
+
+#[test]
+fn misaligned_128_bit_operands_fault_and_leave_state_unchanged() {
+    // movaps xmm0,[eax]; movdqa [eax],xmm0; addps xmm0,[eax]; pshufd
+    // xmm0,[eax],0; movshdup xmm0,[eax]; psllw xmm0,[eax]
+    let aligned: [&[u8]; 6] = [
+        &[0x0f, 0x28, 0x00],
+        &[0x66, 0x0f, 0x7f, 0x00],
+        &[0x0f, 0x58, 0x00],
+        &[0x66, 0x0f, 0x70, 0x00, 0x00],
+        &[0xf3, 0x0f, 0x16, 0x00],
+        &[0x66, 0x0f, 0xf1, 0x00],
+    ];
+    for code in aligned {
+        for off in [1u32, 4, 8, 12] {
+            let (cpu, mem, r) = run_one(code, |cpu, _| {
+                fill_xmm(cpu);
+                cpu.regs[EAX] = GUEST_DATA + off;
+            });
+            assert_eq!(
+                r,
+                Err(Exception::GeneralProtection(0)),
+                "{code:02x?} +{off}"
+            );
+            assert_eq!(cpu.eip, GUEST_CODE);
+            let mut expect = CpuState::default();
+            fill_xmm(&mut expect);
+            assert_eq!(cpu.xmm, expect.xmm);
+            assert!(mem.bytes[GUEST_DATA as usize..].iter().all(|&b| b == 0));
+        }
+    }
+    // The unaligned forms and scalar operands do not care.
+    let unaligned: [&[u8]; 5] = [
+        &[0x0f, 0x10, 0x00],
+        &[0xf3, 0x0f, 0x7f, 0x00],
+        &[0xf2, 0x0f, 0xf0, 0x00],
+        &[0xf3, 0x0f, 0x58, 0x00],
+        &[0x0f, 0x12, 0x00],
+    ];
+    for code in unaligned {
+        let (_, _, r) = run_one(code, |cpu, _| cpu.regs[EAX] = GUEST_DATA + 3);
+        assert_eq!(r, Ok(()), "{code:02x?}");
+    }
+}
+
+#[test]
+fn page_faults_leave_state_unchanged() {
+    // movdqu xmm0,[eax] across the end of memory; movups [eax],xmm0;
+    // paddb xmm0,[eax]; movq mm0,[eax]
+    let codes: [&[u8]; 4] = [
+        &[0xf3, 0x0f, 0x6f, 0x00],
+        &[0x0f, 0x11, 0x00],
+        &[0x66, 0x0f, 0xfc, 0x00],
+        &[0x0f, 0x6f, 0x00],
+    ];
+    for code in codes {
+        let (cpu, mem, r) = run_one(code, |cpu, _| {
+            fill_xmm(cpu);
+            cpu.set_mmx(0, 0x1234);
+            // Aligned operands start past the end; the others straddle it.
+            cpu.regs[EAX] = if code[2] == 0xfc { 0x3000 } else { 0x3000 - 4 };
+        });
+        assert!(
+            matches!(r, Err(Exception::PageFault(_))),
+            "{code:02x?}: {r:?}"
+        );
+        let mut expect = CpuState::default();
+        fill_xmm(&mut expect);
+        assert_eq!(cpu.xmm, expect.xmm);
+        assert_eq!(cpu.mmx(0), 0x1234);
+        assert_eq!(cpu.eip, GUEST_CODE);
+        assert!(mem.bytes[0x2ff0..].iter().all(|&b| b == 0));
+    }
+}
+
+#[test]
+fn ldmxcsr_rejects_reserved_bits_and_stmxcsr_stores() {
+    let ld = [0x0f, 0xae, 0x10]; // ldmxcsr [eax]
+    let st = [0x0f, 0xae, 0x18]; // stmxcsr [eax]
+    for (v, ok) in [
+        (0xffffu32, true),
+        (0x1f80 | 0x8040 | 0x3f, true),
+        (0x1_0000, false),
+    ] {
+        let (cpu, _, r) = run_one(&ld, |cpu, mem| {
+            cpu.regs[EAX] = GUEST_DATA + 2;
+            mem.bytes[GUEST_DATA as usize + 2..][..4].copy_from_slice(&v.to_le_bytes());
+        });
+        if ok {
+            assert_eq!((r, cpu.mxcsr), (Ok(()), v));
+        } else {
+            assert_eq!(
+                (r, cpu.mxcsr),
+                (Err(Exception::GeneralProtection(0)), 0x1f80)
+            );
+        }
+    }
+    let (_, mem, r) = run_one(&st, |cpu, _| {
+        cpu.regs[EAX] = GUEST_DATA + 1;
+        cpu.mxcsr = 0x9fa5;
+    });
+    assert_eq!(r, Ok(()));
+    assert_eq!(
+        &mem.bytes[GUEST_DATA as usize + 1..][..4],
+        &0x9fa5u32.to_le_bytes()
+    );
+}
+
+#[test]
+fn unmasked_exception_keeps_destination_and_stale_flags_do_not_trap() {
+    let one = 1.0f32.to_le_bytes();
+    let zero = 0.0f32.to_le_bytes();
+    // divps xmm0,xmm1: 1/0 in lane 0 with ZE unmasked.
+    let setup = |cpu: &mut CpuState, csr: u32| {
+        for l in 0..4 {
+            cpu.xmm[0][4 * l..4 * l + 4].copy_from_slice(&one);
+            cpu.xmm[1][4 * l..4 * l + 4].copy_from_slice(&one);
+        }
+        cpu.xmm[1][..4].copy_from_slice(&zero);
+        cpu.mxcsr = csr;
+    };
+    let (cpu, _, r) = run_one(&[0x0f, 0x5e, 0xc1], |cpu, _| setup(cpu, 0x1f80 & !(1 << 9)));
+    assert_eq!(r, Err(Exception::SimdFpError));
+    assert_eq!(cpu.mxcsr, (0x1f80 & !(1 << 9)) | 0x04);
+    assert_eq!(&cpu.xmm[0][..4], &one);
+    assert_eq!(cpu.eip, GUEST_CODE);
+    // addps xmm0,xmm0 with ZE unmasked and already set: no new exception,
+    // no trap.
+    let (cpu, _, r) = run_one(&[0x0f, 0x58, 0xc0], |cpu, _| {
+        setup(cpu, (0x1f80 & !(1 << 9)) | 0x04)
+    });
+    assert_eq!(r, Ok(()));
+    assert_eq!(&cpu.xmm[0][..4], &2.0f32.to_le_bytes());
+    // comiss with an unmasked invalid (QNaN compare) leaves EFLAGS alone.
+    let (cpu, _, r) = run_one(&[0x0f, 0x2f, 0xc1], |cpu, _| {
+        cpu.xmm[1][..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        cpu.mxcsr = 0x1f80 & !(1 << 7);
+        cpu.set_eflags(crate::state::SF | crate::state::OF, ARITH_FLAGS);
+    });
+    assert_eq!(r, Err(Exception::SimdFpError));
+    assert_eq!(
+        cpu.eflags() & ARITH_FLAGS,
+        crate::state::SF | crate::state::OF
+    );
+}
+
+#[test]
+fn fxsave_and_fxrstor_round_trip_the_sse_state() {
+    let save = [0x0f, 0xae, 0x00]; // fxsave [eax]
+    let restore = [0x0f, 0xae, 0x08]; // fxrstor [eax]
+    let (cpu, mem, r) = run_one(&save, |cpu, mem| {
+        fill_xmm(cpu);
+        cpu.mxcsr = 0x9f83;
+        cpu.set_mmx(3, 0x0123_4567_89ab_cdef);
+        cpu.regs[EAX] = GUEST_DATA;
+        mem.bytes[GUEST_DATA as usize + 464] = 0xaa;
+    });
+    assert_eq!(r, Ok(()));
+    let area = &mem.bytes[GUEST_DATA as usize..GUEST_DATA as usize + 512];
+    assert_eq!(&area[24..28], &0x9f83u32.to_le_bytes());
+    assert_eq!(&area[28..32], &0xffffu32.to_le_bytes());
+    assert_eq!(&area[160..176], &cpu.xmm[0]);
+    assert_eq!(&area[272..288], &cpu.xmm[7]);
+    assert_eq!(&area[80..88], &0x0123_4567_89ab_cdefu64.to_le_bytes());
+    // Software's bytes are not written.
+    assert_eq!(area[464], 0xaa);
+    let image = area.to_vec();
+    let (cpu2, _, r) = run_one(&restore, |cpu, mem| {
+        cpu.regs[EAX] = GUEST_DATA;
+        mem.bytes[GUEST_DATA as usize..GUEST_DATA as usize + 512].copy_from_slice(&image);
+    });
+    assert_eq!(r, Ok(()));
+    assert_eq!(
+        (cpu2.xmm, cpu2.mxcsr, cpu2.mmx(3)),
+        (cpu.xmm, 0x9f83, cpu.mmx(3))
+    );
+    // A reserved MXCSR bit in the image: #GP(0), nothing restored.
+    let (cpu3, _, r) = run_one(&restore, |cpu, mem| {
+        cpu.regs[EAX] = GUEST_DATA;
+        mem.bytes[GUEST_DATA as usize..GUEST_DATA as usize + 512].copy_from_slice(&image);
+        mem.bytes[GUEST_DATA as usize + 26] = 1;
+    });
+    assert_eq!(r, Err(Exception::GeneralProtection(0)));
+    assert_eq!((cpu3.xmm, cpu3.mxcsr), ([[0; 16]; 8], 0x1f80));
+    // Misaligned area.
+    let (_, _, r) = run_one(&save, |cpu, _| cpu.regs[EAX] = GUEST_DATA + 8);
+    assert_eq!(r, Err(Exception::GeneralProtection(0)));
+}
+
+#[test]
+fn other_encodings_and_extensions_are_invalid() {
+    let codes: [&[u8]; 4] = [
+        &[0xc5, 0xf8, 0x58, 0xc1],             // vaddps xmm0,xmm0,xmm1 (AVX)
+        &[0x66, 0x0f, 0x38, 0x38, 0xc1],       // pminsb (SSE4.1)
+        &[0x66, 0x0f, 0x3a, 0x15, 0xc0, 0x01], // pextrw r32/m16 form (SSE4.1)
+        &[0x66, 0x0f, 0x38, 0x17, 0xc1],       // ptest (SSE4.1)
+    ];
+    for code in codes {
+        let (_, _, r) = run_one(code, |_, _| {});
+        assert_eq!(r, Err(Exception::InvalidOpcode), "{code:02x?}");
+    }
+    // emms, prefetchnta [eax], clflush [eax], lfence/sfence/mfence.
+    let ok: [&[u8]; 6] = [
+        &[0x0f, 0x77],
+        &[0x0f, 0x18, 0x00],
+        &[0x0f, 0xae, 0x38],
+        &[0x0f, 0xae, 0xe8],
+        &[0x0f, 0xae, 0xf8],
+        &[0x0f, 0xae, 0xf0],
+    ];
+    for code in ok {
+        let (_, _, r) = run_one(code, |cpu, _| cpu.regs[EAX] = GUEST_DATA);
+        assert_eq!(r, Ok(()), "{code:02x?}");
+    }
+}
