@@ -11,20 +11,23 @@
 //! * a pre-computation exception (IE, DE, ZE) in any element that is
 //!   unmasked stops the instruction: the pre-computation flags of all
 //!   elements are set and nothing else;
-//! * otherwise the post-computation flags are, per element: OE alone for
-//!   an overflow with OE unmasked (OE and PE masked), UE alone for a tiny
-//!   result with UE unmasked, whether exact or not and regardless of FTZ
-//!   (masked: UE and PE, only when inexact unless FTZ flushes it), PE for
-//!   an inexact result otherwise; the flags of all elements are ORed;
+//! * otherwise the post-computation flags are, per element: for an
+//!   overflow OE and PE if OE is masked, OE alone if it is unmasked (plus
+//!   PE when the result rounded to the destination precision with an
+//!   unbounded exponent is inexact); for a tiny result (tininess detected
+//!   after rounding) with UE unmasked UE, whether exact or not and
+//!   regardless of FTZ (plus PE as for overflow), with UE masked UE and PE
+//!   only when inexact unless FTZ flushes it; PE for any other inexact
+//!   result; the flags of all elements are ORed;
 //! * an unmasked flag among them raises #XM without writing the
 //!   destination; the flags stay set in the guest MXCSR.
 //!
-//! Tininess is detected after rounding, as the host does. These rules were
-//! checked against the host processor with unmasked exceptions trapping
-//! (see the tests in `sse.rs`). Only the operations that can overflow or
-//! underflow need per-element work, and only when OE or UE is unmasked:
-//! each element is then recomputed alone with the matching scalar
-//! instruction.
+//! These rules were established and are checked against the host
+//! processor with unmasked exceptions trapping (`tests.rs`). Only the
+//! operations that can overflow or underflow need per-element work, and
+//! only when OE or UE is unmasked: each element is then recomputed alone
+//! with the matching scalar instruction, and the exactness with an
+//! unbounded exponent is decided in integer arithmetic.
 
 use super::host::{self, Binary, Comis, Compare, FromInt, ToInt, FLAGS};
 use super::simd_int::V;

@@ -1314,3 +1314,16 @@ fn other_encodings_and_extensions_are_invalid() {
         assert_eq!(r, Ok(()), "{code:02x?}");
     }
 }
+
+#[test]
+fn ldmxcsr_stmxcsr_and_emms_match_host() {
+    let mut r = Rng(0x9abc_def1_2345_6789);
+    for i in 0..400 {
+        let mut m = machine(&mut r, Kind::F32, 0, i % 2 == 0);
+        let v = (r.next() as u32) & 0xffff;
+        m.data[..4].copy_from_slice(&v.to_le_bytes());
+        compare("ldmxcsr", &[0x0f, 0xae, 0x10], &m);
+        compare("stmxcsr", &[0x0f, 0xae, 0x18], &m);
+        compare("emms", &[0x0f, 0x77], &m);
+    }
+}
