@@ -4,8 +4,9 @@
 /// Feature bits of leaf 1, EDX: FPU, TSC, CX8, CMOV, MMX, FXSR, SSE, SSE2.
 pub const FEATURES_EDX: u32 =
     (1 << 0) | (1 << 4) | (1 << 8) | (1 << 15) | (1 << 23) | (1 << 24) | (1 << 25) | (1 << 26);
-/// Feature bits of leaf 1, ECX: none yet (SSE3/SSSE3 once implemented).
-pub const FEATURES_ECX: u32 = 0;
+/// Feature bits of leaf 1, ECX: SSE3 (bit 0; its FISTTP is the x87
+/// unit's) and SSSE3 (bit 9).
+pub const FEATURES_ECX: u32 = (1 << 0) | (1 << 9);
 
 const BRAND: &[u8; 48] = b"rqemu Virtual CPU version 0.1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
 

@@ -9,6 +9,7 @@
 
 mod integer;
 pub mod operand;
+pub mod sse;
 mod string;
 
 use iced_x86::{Code, Instruction, Mnemonic};
@@ -99,6 +100,9 @@ pub fn exec<M: Memory, E: Env>(
         }
     }
     if let Some(f) = integer::exec(cpu, mem, env, insn)? {
+        return Ok(f);
+    }
+    if let Some(f) = sse::exec(cpu, mem, insn)? {
         return Ok(f);
     }
     match insn.mnemonic() {
