@@ -932,7 +932,10 @@ pub fn exec<M: Memory, E: Env>(
             let v = if cf(cpu) { 0xff } else { 0 };
             cpu.set_reg8(0, v);
         }
-        _ if insn.condition_code() != ConditionCode::None => {
+        // LOOPE/LOOPNE carry a condition code too; they are handled below.
+        _ if insn.condition_code() != ConditionCode::None
+            && !matches!(m, Mnemonic::Loope | Mnemonic::Loopne) =>
+        {
             let c = flags::condition(cpu, cc_index(insn.condition_code()));
             match m {
                 Mnemonic::Seta
