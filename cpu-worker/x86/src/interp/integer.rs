@@ -115,6 +115,16 @@ fn alu(cpu: &CpuState, m: Mnemonic, bytes: u32, a: u32, b: u32) -> (u32, Fl) {
     }
 }
 
+/// The processor reads the destination of a read-modify-write instruction
+/// with write intent: a page fault on that read reports a write access
+/// (error code bit 1), as the store would.
+fn write_intent(e: Exception) -> Exception {
+    match e {
+        Exception::PageFault(f) => Exception::PageFault(crate::mem::MemFault { write: true, ..f }),
+        e => e,
+    }
+}
+
 /// Read-modify-write of operand 0. `f` gets the old value and returns the
 /// new one (or None: no write) and the flags; with a LOCK prefix on memory
 /// the update is one atomic compare-exchange, retried until it holds.
@@ -128,7 +138,7 @@ fn rmw<M: Memory>(
     let l = loc(cpu, insn, 0)?;
     match l {
         Loc::Mem(a) if insn.has_lock_prefix() || insn.mnemonic() == Mnemonic::Xchg => loop {
-            let old = read_loc(cpu, mem, l, bytes)?;
+            let old = read_loc(cpu, mem, l, bytes).map_err(write_intent)?;
             let (new, fl) = f(cpu, old);
             let Some(new) = new else {
                 if let Some(fl) = fl {
@@ -148,7 +158,7 @@ fn rmw<M: Memory>(
             }
         },
         _ => {
-            let old = read_loc(cpu, mem, l, bytes)?;
+            let old = read_loc(cpu, mem, l, bytes).map_err(write_intent)?;
             let (new, fl) = f(cpu, old);
             if let Some(new) = new {
                 write_loc(cpu, mem, l, bytes, new)?;
@@ -218,7 +228,7 @@ fn shift<M: Memory>(
     };
     if count == 0 {
         // No operation, no flag change; a memory operand is still accessed.
-        read_op(cpu, mem, insn, 0)?;
+        read_op(cpu, mem, insn, 0).map_err(write_intent)?;
         return Ok(());
     }
     let mk = mask(bytes);
@@ -323,7 +333,7 @@ fn double_shift<M: Memory>(
     let src = read_op(cpu, mem, insn, 1)?;
     let count = read_op(cpu, mem, insn, 2)? & 0x1f;
     if count == 0 {
-        read_op(cpu, mem, insn, 0)?;
+        read_op(cpu, mem, insn, 0).map_err(write_intent)?;
         return Ok(());
     }
     let mk = mask(bytes) as u64;
@@ -384,7 +394,11 @@ fn bit_test<M: Memory>(
         l => (l, off % bits),
     };
     let old_flags = flags::compute(cpu);
-    let v = read_loc(cpu, mem, l, bytes)?;
+    let v = if m == Mnemonic::Bt {
+        read_loc(cpu, mem, l, bytes)?
+    } else {
+        read_loc(cpu, mem, l, bytes).map_err(write_intent)?
+    };
     let set = (v >> bit) & 1;
     let new = match m {
         Mnemonic::Bts => v | (1 << bit),
