@@ -591,12 +591,11 @@ fn bcd(cpu: &mut CpuState, insn: &Instruction, m: Mnemonic) -> Result<(), Except
                 if m == Mnemonic::Aaa {
                     ax = ax.wrapping_add(0x106);
                 } else {
-                    ax = ax.wrapping_sub(6);
-                    ax = (ax & 0xff) | ((ah.wrapping_sub(1) as u16) << 8);
+                    // AX - 6 (a borrow out of AL reaches AH), then AH - 1.
+                    ax = ax.wrapping_sub(6).wrapping_sub(0x100);
                 }
                 f |= AF | CF;
             }
-            ax = (ax & 0xff0f) & if f & CF != 0 { 0xffff } else { 0xff0f };
             cpu.set_reg16(EAX, ax & 0xff0f);
             f |= szp(ax as u32 & 0xf, 1);
         }
