@@ -1143,9 +1143,15 @@ pub fn exec<M: Memory, E: Env>(
             let bytes = op_size(insn, 0);
             let idx = sext(read_op(cpu, mem, insn, 0)?, bytes);
             let a = super::operand::ea(cpu, insn);
+            // Like the hardware, check the lower bound before reading the
+            // upper one: an index below it raises #BR even when the upper
+            // bound is on an unmapped page.
             let lo = sext(read_sized(mem, a, bytes)?, bytes);
+            if idx < lo {
+                return Err(Exception::BoundRange);
+            }
             let hi = sext(read_sized(mem, a.wrapping_add(bytes), bytes)?, bytes);
-            if idx < lo || idx > hi {
+            if idx > hi {
                 return Err(Exception::BoundRange);
             }
         }
