@@ -882,18 +882,20 @@ pub fn exec<M: Memory, E: Env>(
         }
         Mnemonic::Popad | Mnemonic::Popa => {
             let bytes = if m == Mnemonic::Popad { 4 } else { 2 };
-            let mut vals = [0u32; 8];
-            for (i, v) in vals.iter_mut().enumerate() {
-                *v = peek(cpu, mem, bytes, bytes * (7 - i as u32))?;
-            }
-            for (i, v) in vals.iter().enumerate() {
+            // Popped in order, EDI first from the lowest address, each
+            // register written as it is read: on a fault the hardware
+            // reports the first inaccessible byte going up and keeps the
+            // registers popped so far (ESP is unchanged, so restarting the
+            // instruction gives the same result).
+            for i in (0..8).rev() {
+                let v = peek(cpu, mem, bytes, bytes * (7 - i as u32))?;
                 if i == ESP {
                     continue;
                 }
                 if bytes == 4 {
-                    cpu.regs[i] = *v;
+                    cpu.regs[i] = v;
                 } else {
-                    cpu.set_reg16(i, *v as u16);
+                    cpu.set_reg16(i, v as u16);
                 }
             }
             cpu.regs[ESP] = cpu.regs[ESP].wrapping_add(bytes * 8);
