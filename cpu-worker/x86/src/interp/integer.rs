@@ -1164,9 +1164,9 @@ pub fn exec<M: Memory, E: Env>(
         | Mnemonic::Aam
         | Mnemonic::Aad => bcd(cpu, insn, m)?,
         Mnemonic::Xlatb => {
-            let seg = super::operand::seg_index(insn.memory_segment());
-            let off = cpu.regs[EBX].wrapping_add(cpu.regs[EAX] & 0xff);
-            let v = mem.read_u8(cpu.segs[seg].base.wrapping_add(off))?;
+            // iced-x86 describes the operand as [EBX+AL] or, with 0x67,
+            // [BX+AL], which wraps at 64 KiB.
+            let v = mem.read_u8(super::operand::ea(cpu, insn))?;
             cpu.set_reg8(0, v);
         }
         Mnemonic::Cpuid => cpuid(cpu),
