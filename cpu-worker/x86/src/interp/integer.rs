@@ -205,11 +205,18 @@ fn cc_index(cc: ConditionCode) -> u8 {
     (cc as u8).wrapping_sub(1) & 15
 }
 
-/// The operand size of a push/pop/call/ret: 16 with an 0x66 prefix.
+/// The operand size of a push/pop/call/ret/enter/leave: 16 with an 0x66
+/// prefix. ENTER, LEAVE and RET imm16 move ESP by more than one slot, so
+/// their size comes from the instruction code.
 fn stack_size(insn: &Instruction) -> u32 {
-    match insn.stack_pointer_increment() {
-        -2 | 2 => 2,
-        _ => 4,
+    use iced_x86::Code;
+    match insn.code() {
+        Code::Enterw_imm16_imm8 | Code::Leavew | Code::Retnw | Code::Retnw_imm16 => 2,
+        Code::Enterd_imm16_imm8 | Code::Leaved | Code::Retnd | Code::Retnd_imm16 => 4,
+        _ => match insn.stack_pointer_increment() {
+            -2 | 2 => 2,
+            _ => 4,
+        },
     }
 }
 
