@@ -1120,6 +1120,12 @@ pub fn exec<M: Memory, E: Env>(
                 write_sized(mem, base.wrapping_add(sp), frame, bytes)?;
             }
             sp = sp.wrapping_sub(size);
+            // Like the hardware, check that the new stack top is writable
+            // once the frame is built: a fault there leaves the frame
+            // written and the registers unchanged (a restart rewrites it).
+            let a = base.wrapping_add(sp);
+            let v = read_sized(mem, a, bytes).map_err(write_intent)?;
+            write_sized(mem, a, v, bytes)?;
             if bytes == 2 {
                 cpu.set_reg16(EBP, frame as u16);
             } else {
