@@ -125,6 +125,17 @@ fn write_intent(e: Exception) -> Exception {
     }
 }
 
+/// The access of a shift or rotate by zero: operand 0 is read and written
+/// back unchanged, so it faults as a read-modify-write would.
+fn rewrite_op0<M: Memory>(
+    cpu: &mut CpuState,
+    mem: &mut M,
+    insn: &Instruction,
+) -> Result<(), Exception> {
+    let v = read_op(cpu, mem, insn, 0).map_err(write_intent)?;
+    write_op(cpu, mem, insn, 0, v)
+}
+
 /// Read-modify-write of operand 0. `f` gets the old value and returns the
 /// new one (or None: no write) and the flags; with a LOCK prefix on memory
 /// the update is one atomic compare-exchange, retried until it holds.
@@ -234,8 +245,9 @@ fn shift<M: Memory>(
         1
     };
     if count == 0 {
-        // No operation, no flag change; a memory operand is still accessed.
-        read_op(cpu, mem, insn, 0).map_err(write_intent)?;
+        // No operation, no flag change; a memory operand is still accessed
+        // for writing (a read-only page faults).
+        rewrite_op0(cpu, mem, insn)?;
         return Ok(());
     }
     let mk = mask(bytes);
@@ -340,7 +352,7 @@ fn double_shift<M: Memory>(
     let src = read_op(cpu, mem, insn, 1)?;
     let count = read_op(cpu, mem, insn, 2)? & 0x1f;
     if count == 0 {
-        read_op(cpu, mem, insn, 0).map_err(write_intent)?;
+        rewrite_op0(cpu, mem, insn)?;
         return Ok(());
     }
     let mk = mask(bytes) as u64;
