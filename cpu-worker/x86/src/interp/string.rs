@@ -142,10 +142,10 @@ fn iterate<M: Memory>(
             _ => {
                 let (a, b) = if kind == Mnemonic::Cmpsb {
                     adv_si = true;
-                    (
-                        rd(mem, src_seg.wrapping_add(si), n)?,
-                        rd(mem, dst_seg.wrapping_add(di), n)?,
-                    )
+                    // The host reads ES:EDI first: when both operands
+                    // fault, the fault is reported for the destination.
+                    let b = rd(mem, dst_seg.wrapping_add(di), n)?;
+                    (rd(mem, src_seg.wrapping_add(si), n)?, b)
                 } else {
                     (
                         cpu.regs[EAX] & mask(n),

@@ -3,7 +3,7 @@
 //! 32- and 16-bit addressing, segment overrides on the source, counts
 //! that run into unmapped memory.
 
-use super::{base, set_mem, Rng};
+use super::{base, set_mem, Rng, UNMAPPED};
 use crate::harness::{Case, DATA_ADDR, DATA_SIZE, LOW_ADDR, LOW_SIZE};
 
 pub fn strings(rng: &mut Rng, n: usize) -> Vec<Case> {
@@ -51,7 +51,11 @@ pub fn strings(rng: &mut Rng, n: usize) -> Vec<Case> {
                 }
             };
             let si = place(rng);
-            let di = if reads_both && rng.one_in(4) {
+            let di = if reads_both && rng.one_in(20) {
+                // Both operands unmapped: which fault comes first?
+                c.regs[6] = UNMAPPED.0 + rng.below(0x1000_0000);
+                UNMAPPED.0 + rng.below(0x1000_0000)
+            } else if reads_both && rng.one_in(4) {
                 // Overlapping copies and comparisons.
                 si.wrapping_add(rng.below(16)).wrapping_sub(8)
             } else {
@@ -83,6 +87,7 @@ pub fn strings(rng: &mut Rng, n: usize) -> Vec<Case> {
                     v
                 }
             };
+            let si = if di >= UNMAPPED.0 { c.regs[6] } else { si };
             c.regs[6] = hi16(rng, si);
             c.regs[7] = hi16(rng, di);
             c.regs[1] = hi16(rng, count);
