@@ -5,7 +5,7 @@
 
 use super::{
     base, full_reg, mem_addr, mem_operand, push_modrm, rm_operand, set_mem, set_mem64, set_reg,
-    Rng, STACK_TOP,
+    Rng, STACK_TOP, UNMAPPED,
 };
 use crate::asm::{self, Rm};
 use crate::harness::{Case, DATA_ADDR, DATA_SIZE, LOW_ADDR, SETTABLE_BY_POPF};
@@ -339,7 +339,8 @@ pub fn enter_leave(rng: &mut Rng, n: usize) -> Vec<Case> {
             let mut c = base(rng);
             c.regs[4] = STACK_TOP - 4 * rng.below(16);
             c.regs[5] = if rng.one_in(8) {
-                rng.u32()
+                // Never a random u32: it could hit the probe's own stack.
+                UNMAPPED.0 + rng.below(UNMAPPED.1 - UNMAPPED.0)
             } else {
                 DATA_ADDR + 0x1000 + rng.below(0x400)
             };
