@@ -64,7 +64,8 @@ pub enum Fault {
     BoundRange,
     InvalidOpcode,
     GeneralProtection,
-    PageFault {
+    /// #PF: CR2, and the W/R and P bits of the error code.
+    Page {
         addr: u32,
         write: bool,
         protection: bool,
@@ -307,7 +308,7 @@ pub fn fault_of(e: Exception) -> Fault {
         Exception::BoundRange => Fault::BoundRange,
         Exception::InvalidOpcode => Fault::InvalidOpcode,
         Exception::GeneralProtection(_) => Fault::GeneralProtection,
-        Exception::PageFault(f) => Fault::PageFault {
+        Exception::PageFault(f) => Fault::Page {
             addr: f.addr,
             write: f.write,
             protection: f.protection,
@@ -433,6 +434,12 @@ pub fn undefined_flags(case: &Case) -> u32 {
     mask
 }
 
+/// `DIFFTEST_STRICT_FLAGS=1` compares the undefined flags too (to see how
+/// far the emulator's choices match this host).
+fn strict_flags() -> bool {
+    std::env::var_os("DIFFTEST_STRICT_FLAGS").is_some_and(|v| v == "1")
+}
+
 /// The differences between the host's and the emulator's outcome, empty
 /// when they agree.
 pub fn compare(case: &Case, host: &Outcome, emu: &Outcome) -> Vec<String> {
@@ -452,16 +459,20 @@ pub fn compare(case: &Case, host: &Outcome, emu: &Outcome) -> Vec<String> {
         ));
     }
     const NAMES: [&str; 8] = ["eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"];
-    for i in 0..8 {
+    for (i, name) in NAMES.iter().enumerate() {
         let m = !case.ignore_regs[i];
         if h.regs[i] & m != e.regs[i] & m {
             d.push(format!(
-                "{}: host {:#010x}, emulator {:#010x}",
-                NAMES[i], h.regs[i], e.regs[i]
+                "{name}: host {:#010x}, emulator {:#010x}",
+                h.regs[i], e.regs[i]
             ));
         }
     }
-    let fm = COMPARED_FLAGS & !undefined_flags(case);
+    let fm = if strict_flags() {
+        COMPARED_FLAGS
+    } else {
+        COMPARED_FLAGS & !undefined_flags(case)
+    };
     if h.eflags & fm != e.eflags & fm {
         d.push(format!(
             "eflags: host {:#010x}, emulator {:#010x} (differ in {:#x}, compared {:#x})",

@@ -183,3 +183,8 @@ fn transfers() {
 fn strings() {
     check("string", 1000, cases::string::strings);
 }
+
+#[test]
+fn sequences() {
+    check("sequence", 600, cases::sequence::sequences);
+}

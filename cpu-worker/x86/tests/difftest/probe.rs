@@ -144,7 +144,7 @@ fn decode_result(b: &[u8], layout: &Layout) -> Outcome {
             5 => Fault::BoundRange,
             6 => Fault::InvalidOpcode,
             13 => Fault::GeneralProtection,
-            14 => Fault::PageFault {
+            14 => Fault::Page {
                 addr,
                 write: err & 2 != 0,
                 protection: err & 1 != 0,

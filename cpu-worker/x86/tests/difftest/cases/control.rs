@@ -102,8 +102,18 @@ pub fn transfers(rng: &mut Rng, n: usize) -> Vec<Case> {
                     set_mem(&mut c, sp, 4, CODE_ADDR + 3);
                 }
                 4 => {
-                    // A 16-bit RET lands below 64 KiB: a fetch fault.
-                    c.code.extend_from_slice(&[0x66, 0xc3]);
+                    // 16-bit transfers truncate EIP: they land below 64 KiB,
+                    // in the low page (mapped without execute) or unmapped.
+                    let k = rng.u32() as u16;
+                    let forms: [&[u8]; 6] = [
+                        &[0x66, 0xc3],
+                        &[0x66, 0xc2, k as u8, (k >> 8) as u8],
+                        &[0x66, 0xe8, k as u8, (k >> 8) as u8],
+                        &[0x66, 0xe9, k as u8, (k >> 8) as u8],
+                        &[0x66, 0xeb, k as u8],
+                        &[0x66, 0xff, 0xe0 | rng.below(8) as u8],
+                    ];
+                    c.code.extend_from_slice(rng.pick(&forms));
                 }
                 5 => c.code.extend_from_slice(&[0xeb, 0x01, 0x40]),
                 6 => c.code.extend_from_slice(&[0xe9, 0x01, 0, 0, 0, 0x40]),
@@ -119,7 +129,20 @@ pub fn transfers(rng: &mut Rng, n: usize) -> Vec<Case> {
                 9 => c.code.push(0xcc),
                 10 => c.code.extend_from_slice(&[0x0f, 0x0b]),
                 _ => {
-                    let bad: &[u8] = rng.pick(&[&[0xf4][..], &[0xfa], &[0xfb], &[0xf0, 0x90]]);
+                    // HLT, CLI, STI (#GP at CPL 3); LOCK NOP, LOCK MOV,
+                    // LOCK CMP, LOCK TEST, LOCK BT on memory (#UD).
+                    let bad: &[u8] = rng.pick(&[
+                        &[0xf4][..],
+                        &[0xfa],
+                        &[0xfb],
+                        &[0xf0, 0x90],
+                        &[0xf0, 0x89, 0x03],
+                        &[0xf0, 0x39, 0x03],
+                        &[0xf0, 0x85, 0x03],
+                        &[0xf0, 0x0f, 0xa3, 0x03],
+                        &[0xf0, 0x0f, 0xba, 0x23, 0x01],
+                    ]);
+                    c.regs[3] = DATA_ADDR + 0x400;
                     c.code.extend_from_slice(bad);
                 }
             }

@@ -149,11 +149,7 @@ pub fn movx(rng: &mut Rng, n: usize) -> Vec<Case> {
         .map(|_| {
             let mut c = base(rng);
             let from = rng.pick(&[1, 2]);
-            let to = if from == 1 {
-                rng.pick(&[2, 4])
-            } else {
-                rng.pick(&[2, 4])
-            };
+            let to = rng.pick(&[2, 4]);
             let v = rng.value(from);
             let r = rng.below(8) as u8;
             let (rm, _) = rm_operand(rng, &mut c, from, v, &[r]);

@@ -7,6 +7,7 @@ pub mod arith;
 pub mod bits;
 pub mod control;
 pub mod data;
+pub mod sequence;
 pub mod string;
 
 use super::asm::{self, Rm};
