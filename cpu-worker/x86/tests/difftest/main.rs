@@ -56,135 +56,135 @@ fn check(name: &str, n: usize, generate: fn(&mut Rng, usize) -> Vec<Case>) {
 
 #[test]
 fn alu() {
-    check("alu", 800, cases::arith::alu);
+    check("alu", 2400, cases::arith::alu);
 }
 
 #[test]
 fn test_insn() {
-    check("test", 200, cases::arith::test);
+    check("test", 600, cases::arith::test);
 }
 
 #[test]
 fn inc_dec_neg_not() {
-    check("unary", 400, cases::arith::unary);
+    check("unary", 1200, cases::arith::unary);
 }
 
 #[test]
 fn mul_div() {
-    check("muldiv", 600, cases::arith::muldiv);
+    check("muldiv", 1800, cases::arith::muldiv);
 }
 
 #[test]
 fn imul() {
-    check("imul", 300, cases::arith::imul);
+    check("imul", 900, cases::arith::imul);
 }
 
 #[test]
 fn bcd() {
-    check("bcd", 600, cases::arith::bcd);
+    check("bcd", 1800, cases::arith::bcd);
 }
 
 #[test]
 fn sign_extend() {
-    check("cbw", 40, cases::arith::sign_extend);
+    check("cbw", 120, cases::arith::sign_extend);
 }
 
 #[test]
 fn shifts() {
-    check("shifts", 960, cases::bits::shifts);
+    check("shifts", 2880, cases::bits::shifts);
 }
 
 #[test]
 fn double_shifts() {
-    check("shld", 400, cases::bits::double_shifts);
+    check("shld", 1200, cases::bits::double_shifts);
 }
 
 #[test]
 fn bit_tests() {
-    check("bt", 500, cases::bits::bit_tests);
+    check("bt", 1500, cases::bits::bit_tests);
 }
 
 #[test]
 fn bit_scans() {
-    check("bsf", 200, cases::bits::bit_scans);
+    check("bsf", 600, cases::bits::bit_scans);
 }
 
 #[test]
 fn bswap() {
-    check("bswap", 64, cases::bits::bswap);
+    check("bswap", 192, cases::bits::bswap);
 }
 
 #[test]
 fn mov() {
-    check("mov", 400, cases::data::mov);
+    check("mov", 1200, cases::data::mov);
 }
 
 #[test]
 fn lea() {
-    check("lea", 300, cases::data::lea);
+    check("lea", 900, cases::data::lea);
 }
 
 #[test]
 fn movx() {
-    check("movx", 200, cases::data::movx);
+    check("movx", 600, cases::data::movx);
 }
 
 #[test]
 fn exchange() {
-    check("xchg", 500, cases::data::exchange);
+    check("xchg", 1500, cases::data::exchange);
 }
 
 #[test]
 fn flag_ops() {
-    check("flags", 160, cases::data::flag_ops);
+    check("flags", 480, cases::data::flag_ops);
 }
 
 #[test]
 fn pushf_popf() {
-    check("pushf", 150, cases::data::pushf_popf);
+    check("pushf", 450, cases::data::pushf_popf);
 }
 
 #[test]
 fn push_pop() {
-    check("push", 400, cases::data::push_pop);
+    check("push", 1200, cases::data::push_pop);
 }
 
 #[test]
 fn enter_leave() {
-    check("enter", 200, cases::data::enter_leave);
+    check("enter", 600, cases::data::enter_leave);
 }
 
 #[test]
 fn xlat() {
-    check("xlat", 100, cases::data::xlat);
+    check("xlat", 300, cases::data::xlat);
 }
 
 #[test]
 fn bound() {
-    check("bound", 150, cases::data::bound);
+    check("bound", 450, cases::data::bound);
 }
 
 #[test]
 fn conditions() {
-    check("cc", 640, cases::control::conditions);
+    check("cc", 1920, cases::control::conditions);
 }
 
 #[test]
 fn loops() {
-    check("loop", 200, cases::control::loops);
+    check("loop", 600, cases::control::loops);
 }
 
 #[test]
 fn transfers() {
-    check("transfer", 240, cases::control::transfers);
+    check("transfer", 720, cases::control::transfers);
 }
 
 #[test]
 fn strings() {
-    check("string", 1000, cases::string::strings);
+    check("string", 3000, cases::string::strings);
 }
 
 #[test]
 fn sequences() {
-    check("sequence", 600, cases::sequence::sequences);
+    check("sequence", 1800, cases::sequence::sequences);
 }

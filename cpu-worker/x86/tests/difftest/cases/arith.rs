@@ -174,7 +174,18 @@ pub fn muldiv(rng: &mut Rng, n: usize) -> Vec<Case> {
             }
             // The divisor must not be in the dividend's registers.
             let avoid: &[u8] = if bytes == 1 { &[0] } else { &[0, 2] };
-            let (rm, _) = rm_operand(rng, &mut c, bytes, d, avoid);
+            let (rm, _) = if rng.one_in(10) {
+                // A divisor or factor that is part of the dividend (DIV AH,
+                // MUL EDX, IDIV EAX...).
+                let r = if bytes == 1 {
+                    rng.pick(&[0, 4])
+                } else {
+                    rng.pick(&[0, 2])
+                };
+                (Rm::Reg(r), false)
+            } else {
+                rm_operand(rng, &mut c, bytes, d, avoid)
+            };
             asm::osize(&mut c.code, bytes);
             c.code.push(0xf6 + asm::w(bytes));
             push_modrm(&mut c, sub, &rm);

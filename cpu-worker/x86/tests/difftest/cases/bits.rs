@@ -25,7 +25,12 @@ pub fn shifts(rng: &mut Rng, n: usize) -> Vec<Case> {
             let cnt = count(rng);
             let form = rng.below(3);
             let avoid: &[u8] = if form == 2 { &[1] } else { &[] };
-            let (rm, _) = rm_operand(rng, &mut c, bytes, v, avoid);
+            let (rm, _) = if form == 2 && rng.one_in(10) {
+                // The count register shifted by itself (SHL CL, CL ...).
+                (Rm::Reg(1), false)
+            } else {
+                rm_operand(rng, &mut c, bytes, v, avoid)
+            };
             asm::osize(&mut c.code, bytes);
             match form {
                 0 => {
@@ -61,7 +66,12 @@ pub fn double_shifts(rng: &mut Rng, n: usize) -> Vec<Case> {
             let r = rng.pick(&[0u8, 2, 3, 5, 6, 7]);
             set_reg(&mut c, r, bytes, rng.value(bytes));
             let v = rng.value(bytes);
-            let (rm, _) = rm_operand(rng, &mut c, bytes, v, &[r, 1]);
+            let (rm, _) = if rng.one_in(10) {
+                // Source and destination the same register.
+                (Rm::Reg(r), false)
+            } else {
+                rm_operand(rng, &mut c, bytes, v, &[r, 1])
+            };
             asm::osize(&mut c.code, bytes);
             let op = if right { 0xac } else { 0xa4 } + by_cl as u8;
             c.code.extend_from_slice(&[0x0f, op]);

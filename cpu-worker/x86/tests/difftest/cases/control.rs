@@ -72,7 +72,14 @@ pub fn transfers(rng: &mut Rng, n: usize) -> Vec<Case> {
                 1 => {
                     // call r/m32 to the end (after the 2-6 byte instruction)
                     let r = rng.pick(&[0u8, 1, 2, 3, 5, 6, 7]);
-                    let rm = if rng.one_in(2) {
+                    let rm = if rng.one_in(4) {
+                        // ESP-based: the address uses ESP before the push.
+                        Rm::Mem {
+                            base: Some(4),
+                            index: None,
+                            disp: 4 * rng.below(4) as i32,
+                        }
+                    } else if rng.one_in(2) {
                         Rm::Reg(r)
                     } else {
                         let a = DATA_ADDR + 0x200 + 4 * rng.below(0x100);
@@ -141,6 +148,29 @@ pub fn transfers(rng: &mut Rng, n: usize) -> Vec<Case> {
                         &[0xf0, 0x85, 0x03],
                         &[0xf0, 0x0f, 0xa3, 0x03],
                         &[0xf0, 0x0f, 0xba, 0x23, 0x01],
+                        // IN, OUT, INS, OUTS (#GP at IOPL 0)
+                        &[0xec],
+                        &[0xe6, 0x80],
+                        &[0x6c],
+                        &[0xf3, 0x6f],
+                        // CLTS, LGDT, MOV from CR0, WRMSR, RDMSR, WBINVD,
+                        // INVD, LTR, LMSW, INVLPG (#GP at CPL 3)
+                        &[0x0f, 0x06],
+                        &[0x0f, 0x01, 0x13],
+                        &[0x0f, 0x20, 0xc0],
+                        &[0x0f, 0x30],
+                        &[0x0f, 0x32],
+                        &[0x0f, 0x09],
+                        &[0x0f, 0x08],
+                        &[0x0f, 0x00, 0xd8],
+                        &[0x0f, 0x01, 0xf0],
+                        &[0x0f, 0x01, 0x3b],
+                        // multi-byte NOP, PAUSE, PREFETCH of an unmapped
+                        // address (never faults), UD1
+                        &[0x0f, 0x1f, 0x44, 0x00, 0x00],
+                        &[0xf3, 0x90],
+                        &[0x0f, 0x18, 0x0d, 0x00, 0x00, 0x00, 0x30],
+                        &[0x0f, 0xb9, 0xc0],
                     ]);
                     c.regs[3] = DATA_ADDR + 0x400;
                     c.code.extend_from_slice(bad);

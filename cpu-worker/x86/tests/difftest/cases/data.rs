@@ -189,6 +189,12 @@ pub fn exchange(rng: &mut Rng, n: usize) -> Vec<Case> {
             set_reg(&mut c, r, bytes, rng.value(bytes));
             let (rm, is_mem) = if rng.one_in(8) {
                 (Rm::Reg(r), false)
+            } else if rng.one_in(7) {
+                // The accumulator as the destination (CMPXCHG AH, CL ...).
+                (
+                    Rm::Reg(if bytes == 1 { rng.pick(&[0, 4]) } else { 0 }),
+                    false,
+                )
             } else {
                 // CMPXCHG uses the accumulator: keep it out of addressing.
                 rm_operand(rng, &mut c, bytes, d, &[full_reg(r, bytes), 0])
