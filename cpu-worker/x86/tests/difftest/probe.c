@@ -201,6 +201,40 @@ static void die(const char *what)
     exit(2);
 }
 
+/*
+ * The harness uses [0x30000000, 0x40000000), the guard pages and what lies
+ * below 64 KiB outside the low area as addresses that fault: check that
+ * nothing of the probe's own (binary, heap, stack, vdso) is there.
+ */
+static void check_free_ranges(void)
+{
+    static const uint32_t free_ranges[][2] = {
+        {0x30000000u, 0x40000000u},
+        {0, LOW_ADDR},
+        {LOW_ADDR + LOW_SIZE, 0x10000u},
+        {DATA_ADDR - 0x1000, DATA_ADDR},
+        {DATA_ADDR + DATA_SIZE, RO_ADDR},
+        {RO_ADDR + RO_SIZE, RO_ADDR + RO_SIZE + 0x1000},
+    };
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f)
+        die("probe: /proc/self/maps");
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx", &lo, &hi) != 2)
+            continue;
+        for (unsigned i = 0; i < sizeof free_ranges / sizeof free_ranges[0]; i++) {
+            if (lo < free_ranges[i][1] && hi > free_ranges[i][0]) {
+                fprintf(stderr, "probe: a mapping overlaps a range the cases expect unmapped: %s",
+                        line);
+                exit(2);
+            }
+        }
+    }
+    fclose(f);
+}
+
 static void read_all(void *p, size_t n, int *eof)
 {
     size_t got = fread(p, 1, n, stdin);
@@ -261,6 +295,7 @@ int main(void)
     if (low == (void *)LOW_ADDR)
         flags |= 1;
     exit_ptr = (uint32_t)(uintptr_t)case_exit;
+    check_free_ranges();
 
     uint32_t hello[2] = {MAGIC_HELLO, flags};
     write_all(hello, sizeof hello);
