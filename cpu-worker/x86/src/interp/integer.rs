@@ -115,6 +115,27 @@ fn alu(cpu: &CpuState, m: Mnemonic, bytes: u32, a: u32, b: u32) -> (u32, Fl) {
     }
 }
 
+/// The processor reads the destination of a read-modify-write instruction
+/// with write intent: a page fault on that read reports a write access
+/// (error code bit 1), as the store would.
+fn write_intent(e: Exception) -> Exception {
+    match e {
+        Exception::PageFault(f) => Exception::PageFault(crate::mem::MemFault { write: true, ..f }),
+        e => e,
+    }
+}
+
+/// The access of a shift or rotate by zero: operand 0 is read and written
+/// back unchanged, so it faults as a read-modify-write would.
+fn rewrite_op0<M: Memory>(
+    cpu: &mut CpuState,
+    mem: &mut M,
+    insn: &Instruction,
+) -> Result<(), Exception> {
+    let v = read_op(cpu, mem, insn, 0).map_err(write_intent)?;
+    write_op(cpu, mem, insn, 0, v)
+}
+
 /// Read-modify-write of operand 0. `f` gets the old value and returns the
 /// new one (or None: no write) and the flags; with a LOCK prefix on memory
 /// the update is one atomic compare-exchange, retried until it holds.
@@ -128,7 +149,7 @@ fn rmw<M: Memory>(
     let l = loc(cpu, insn, 0)?;
     match l {
         Loc::Mem(a) if insn.has_lock_prefix() || insn.mnemonic() == Mnemonic::Xchg => loop {
-            let old = read_loc(cpu, mem, l, bytes)?;
+            let old = read_loc(cpu, mem, l, bytes).map_err(write_intent)?;
             let (new, fl) = f(cpu, old);
             let Some(new) = new else {
                 if let Some(fl) = fl {
@@ -148,7 +169,7 @@ fn rmw<M: Memory>(
             }
         },
         _ => {
-            let old = read_loc(cpu, mem, l, bytes)?;
+            let old = read_loc(cpu, mem, l, bytes).map_err(write_intent)?;
             let (new, fl) = f(cpu, old);
             if let Some(new) = new {
                 write_loc(cpu, mem, l, bytes, new)?;
@@ -195,11 +216,18 @@ fn cc_index(cc: ConditionCode) -> u8 {
     (cc as u8).wrapping_sub(1) & 15
 }
 
-/// The operand size of a push/pop/call/ret: 16 with an 0x66 prefix.
+/// The operand size of a push/pop/call/ret/enter/leave: 16 with an 0x66
+/// prefix. ENTER, LEAVE and RET imm16 move ESP by more than one slot, so
+/// their size comes from the instruction code.
 fn stack_size(insn: &Instruction) -> u32 {
-    match insn.stack_pointer_increment() {
-        -2 | 2 => 2,
-        _ => 4,
+    use iced_x86::Code;
+    match insn.code() {
+        Code::Enterw_imm16_imm8 | Code::Leavew | Code::Retnw | Code::Retnw_imm16 => 2,
+        Code::Enterd_imm16_imm8 | Code::Leaved | Code::Retnd | Code::Retnd_imm16 => 4,
+        _ => match insn.stack_pointer_increment() {
+            -2 | 2 => 2,
+            _ => 4,
+        },
     }
 }
 
@@ -217,8 +245,9 @@ fn shift<M: Memory>(
         1
     };
     if count == 0 {
-        // No operation, no flag change; a memory operand is still accessed.
-        read_op(cpu, mem, insn, 0)?;
+        // No operation, no flag change; a memory operand is still accessed
+        // for writing (a read-only page faults).
+        rewrite_op0(cpu, mem, insn)?;
         return Ok(());
     }
     let mk = mask(bytes);
@@ -323,7 +352,7 @@ fn double_shift<M: Memory>(
     let src = read_op(cpu, mem, insn, 1)?;
     let count = read_op(cpu, mem, insn, 2)? & 0x1f;
     if count == 0 {
-        read_op(cpu, mem, insn, 0)?;
+        rewrite_op0(cpu, mem, insn)?;
         return Ok(());
     }
     let mk = mask(bytes) as u64;
@@ -384,7 +413,11 @@ fn bit_test<M: Memory>(
         l => (l, off % bits),
     };
     let old_flags = flags::compute(cpu);
-    let v = read_loc(cpu, mem, l, bytes)?;
+    let v = if m == Mnemonic::Bt {
+        read_loc(cpu, mem, l, bytes)?
+    } else {
+        read_loc(cpu, mem, l, bytes).map_err(write_intent)?
+    };
     let set = (v >> bit) & 1;
     let new = match m {
         Mnemonic::Bts => v | (1 << bit),
@@ -577,12 +610,11 @@ fn bcd(cpu: &mut CpuState, insn: &Instruction, m: Mnemonic) -> Result<(), Except
                 if m == Mnemonic::Aaa {
                     ax = ax.wrapping_add(0x106);
                 } else {
-                    ax = ax.wrapping_sub(6);
-                    ax = (ax & 0xff) | ((ah.wrapping_sub(1) as u16) << 8);
+                    // AX - 6 (a borrow out of AL reaches AH), then AH - 1.
+                    ax = ax.wrapping_sub(6).wrapping_sub(0x100);
                 }
                 f |= AF | CF;
             }
-            ax = (ax & 0xff0f) & if f & CF != 0 { 0xffff } else { 0xff0f };
             cpu.set_reg16(EAX, ax & 0xff0f);
             f |= szp(ax as u32 & 0xf, 1);
         }
@@ -869,18 +901,20 @@ pub fn exec<M: Memory, E: Env>(
         }
         Mnemonic::Popad | Mnemonic::Popa => {
             let bytes = if m == Mnemonic::Popad { 4 } else { 2 };
-            let mut vals = [0u32; 8];
-            for (i, v) in vals.iter_mut().enumerate() {
-                *v = peek(cpu, mem, bytes, bytes * (7 - i as u32))?;
-            }
-            for (i, v) in vals.iter().enumerate() {
+            // Popped in order, EDI first from the lowest address, each
+            // register written as it is read: on a fault the hardware
+            // reports the first inaccessible byte going up and keeps the
+            // registers popped so far (ESP is unchanged, so restarting the
+            // instruction gives the same result).
+            for i in (0..8).rev() {
+                let v = peek(cpu, mem, bytes, bytes * (7 - i as u32))?;
                 if i == ESP {
                     continue;
                 }
                 if bytes == 4 {
-                    cpu.regs[i] = *v;
+                    cpu.regs[i] = v;
                 } else {
-                    cpu.set_reg16(i, *v as u16);
+                    cpu.set_reg16(i, v as u16);
                 }
             }
             cpu.regs[ESP] = cpu.regs[ESP].wrapping_add(bytes * 8);
@@ -932,7 +966,10 @@ pub fn exec<M: Memory, E: Env>(
             let v = if cf(cpu) { 0xff } else { 0 };
             cpu.set_reg8(0, v);
         }
-        _ if insn.condition_code() != ConditionCode::None => {
+        // LOOPE/LOOPNE carry a condition code too; they are handled below.
+        _ if insn.condition_code() != ConditionCode::None
+            && !matches!(m, Mnemonic::Loope | Mnemonic::Loopne) =>
+        {
             let c = flags::condition(cpu, cc_index(insn.condition_code()));
             match m {
                 Mnemonic::Seta
@@ -1095,6 +1132,12 @@ pub fn exec<M: Memory, E: Env>(
                 write_sized(mem, base.wrapping_add(sp), frame, bytes)?;
             }
             sp = sp.wrapping_sub(size);
+            // Like the hardware, check that the new stack top is writable
+            // once the frame is built: a fault there leaves the frame
+            // written and the registers unchanged (a restart rewrites it).
+            let a = base.wrapping_add(sp);
+            let v = read_sized(mem, a, bytes).map_err(write_intent)?;
+            write_sized(mem, a, v, bytes)?;
             if bytes == 2 {
                 cpu.set_reg16(EBP, frame as u16);
             } else {
@@ -1127,9 +1170,15 @@ pub fn exec<M: Memory, E: Env>(
             let bytes = op_size(insn, 0);
             let idx = sext(read_op(cpu, mem, insn, 0)?, bytes);
             let a = super::operand::ea(cpu, insn);
+            // Like the hardware, check the lower bound before reading the
+            // upper one: an index below it raises #BR even when the upper
+            // bound is on an unmapped page.
             let lo = sext(read_sized(mem, a, bytes)?, bytes);
+            if idx < lo {
+                return Err(Exception::BoundRange);
+            }
             let hi = sext(read_sized(mem, a.wrapping_add(bytes), bytes)?, bytes);
-            if idx < lo || idx > hi {
+            if idx > hi {
                 return Err(Exception::BoundRange);
             }
         }
@@ -1140,9 +1189,9 @@ pub fn exec<M: Memory, E: Env>(
         | Mnemonic::Aam
         | Mnemonic::Aad => bcd(cpu, insn, m)?,
         Mnemonic::Xlatb => {
-            let seg = super::operand::seg_index(insn.memory_segment());
-            let off = cpu.regs[EBX].wrapping_add(cpu.regs[EAX] & 0xff);
-            let v = mem.read_u8(cpu.segs[seg].base.wrapping_add(off))?;
+            // iced-x86 describes the operand as [EBX+AL] or, with 0x67,
+            // [BX+AL], which wraps at 64 KiB.
+            let v = mem.read_u8(super::operand::ea(cpu, insn))?;
             cpu.set_reg8(0, v);
         }
         Mnemonic::Cpuid => cpuid(cpu),

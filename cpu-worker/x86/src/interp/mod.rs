@@ -5,7 +5,8 @@
 //! instructions itself and calls into this for everything else. State is
 //! precise: an instruction that faults leaves registers and EIP as they were
 //! before it (string instructions with a REP prefix keep the iterations
-//! done, as the hardware does).
+//! done, and POPA the registers popped before the fault, as the hardware
+//! does).
 
 mod integer;
 pub mod operand;

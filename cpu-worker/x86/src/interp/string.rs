@@ -77,6 +77,26 @@ pub fn exec<M: Memory>(
     let Some((kind, n)) = elem_size(m) else {
         return Ok(None);
     };
+    let saved = (cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2);
+    let r = iterate(cpu, mem, insn, kind, n);
+    if r.is_err() && matches!(kind, Mnemonic::Cmpsb | Mnemonic::Scasb) {
+        // SDM vol. 2 "REP/REPE/REPNE": a fault in a repeated CMPS or SCAS
+        // restores EFLAGS to their value before the instruction (the
+        // count and index registers keep the iterations done).
+        (cpu.cc_op, cpu.cc_dst, cpu.cc_src, cpu.cc_src2) = saved;
+    }
+    r.map(Some)
+}
+
+/// Runs the iterations of string instruction `kind` with elements of `n`
+/// bytes (one without a REP prefix, up to a slice with one).
+fn iterate<M: Memory>(
+    cpu: &mut CpuState,
+    mem: &mut M,
+    insn: &Instruction,
+    kind: Mnemonic,
+    n: u32,
+) -> Result<Flow, Exception> {
     // 16-bit addressing (0x67) uses SI, DI and CX.
     let a16 = (0..insn.op_count())
         .any(|i| matches!(insn.op_kind(i), OpKind::MemorySegSI | OpKind::MemoryESDI));
@@ -89,10 +109,10 @@ pub fn exec<M: Memory>(
     loop {
         if rep {
             if cpu.regs[ECX] & amask == 0 {
-                return Ok(Some(Flow::Next));
+                return Ok(Flow::Next);
             }
             if done == SLICE {
-                return Ok(Some(Flow::Jump(insn.ip32())));
+                return Ok(Flow::Jump(insn.ip32()));
             }
         }
         let si = cpu.regs[ESI] & amask;
@@ -122,10 +142,10 @@ pub fn exec<M: Memory>(
             _ => {
                 let (a, b) = if kind == Mnemonic::Cmpsb {
                     adv_si = true;
-                    (
-                        rd(mem, src_seg.wrapping_add(si), n)?,
-                        rd(mem, dst_seg.wrapping_add(di), n)?,
-                    )
+                    // The host reads ES:EDI first: when both operands
+                    // fault, the fault is reported for the destination.
+                    let b = rd(mem, dst_seg.wrapping_add(di), n)?;
+                    (rd(mem, src_seg.wrapping_add(si), n)?, b)
                 } else {
                     (
                         cpu.regs[EAX] & mask(n),
@@ -151,13 +171,13 @@ pub fn exec<M: Memory>(
             cpu.regs[EDI] = (cpu.regs[EDI] & !amask) | v;
         }
         if !rep {
-            return Ok(Some(Flow::Next));
+            return Ok(Flow::Next);
         }
         let c = (cpu.regs[ECX] & amask).wrapping_sub(1) & amask;
         cpu.regs[ECX] = (cpu.regs[ECX] & !amask) | c;
         done += 1;
         if stop {
-            return Ok(Some(Flow::Next));
+            return Ok(Flow::Next);
         }
     }
 }
