@@ -96,6 +96,11 @@ pub struct Engine {
     pub stats: Stats,
     /// Translation disabled (`-d nojit`-style debugging, or JIT failure).
     pub interpret_only: bool,
+    /// Executions in the interpreter before a block is translated.
+    pub hot_threshold: u32,
+    /// Blocks to dispatch before `run` returns `Stop::Interrupted` (tests
+    /// and single-stepping); `u64::MAX` for no limit.
+    pub block_budget: u64,
 }
 
 fn new_module() -> Result<JITModule, String> {
@@ -170,6 +175,8 @@ impl Engine {
             code_writes: Vec::new(),
             stats: Stats::default(),
             interpret_only,
+            hot_threshold: HOT_THRESHOLD,
+            block_budget: u64::MAX,
         }
     }
 
@@ -223,8 +230,11 @@ impl Engine {
             exception: None,
         };
         loop {
-            if cpu.exit_request.0.load(Ordering::Acquire) != 0 {
+            if cpu.exit_request.0.load(Ordering::Acquire) != 0 || self.block_budget == 0 {
                 return Stop::Interrupted;
+            }
+            if self.block_budget != u64::MAX {
+                self.block_budget -= 1;
             }
             // SAFETY: `rctx.mem` is `mem`, which we do not otherwise use
             // while this borrow lives.
@@ -249,17 +259,13 @@ impl Engine {
                 } else {
                     let c = self.counts.entry(eip).or_insert(0);
                     *c += 1;
-                    *c >= HOT_THRESHOLD
+                    *c >= self.hot_threshold
                 };
-                if hot {
-                    if let Err(e) = self.translate::<M, E>(cpu, m) {
-                        // Code we cannot even decode: the interpreter
-                        // raises the right exception below.
-                        let _ = e;
-                        self.counts.insert(eip, 0);
-                    }
+                if hot && self.translate::<M, E>(cpu, m).is_ok() {
                     continue;
                 }
+                // Not hot yet, or not translatable (code that does not
+                // decode): the interpreter runs it or raises its exception.
                 if let Err(e) = self.interpret_block(cpu, m, env) {
                     return Stop::Exception(e);
                 }
@@ -282,14 +288,24 @@ impl Engine {
                     }
                 }
                 EXIT_FAULT => {
+                    // The state is that of the start of the faulting
+                    // instruction: running it again in the interpreter,
+                    // whose accesses are checked, gives the exact
+                    // exception (a read-modify-write reports a write, the
+                    // first inaccessible byte, ...).
                     // SAFETY: as above.
                     let m = unsafe { &mut *rctx.mem };
-                    let f = m.take_fault().unwrap_or(MemFault {
-                        addr: 0,
-                        write: false,
-                        protection: false,
-                    });
-                    return Stop::Exception(Exception::PageFault(f));
+                    let host = m.take_fault();
+                    let r = interp::decode(cpu, m).and_then(|i| interp::step(cpu, m, env, &i));
+                    self.stats.interp_insns += 1;
+                    match r {
+                        Err(e) => return Stop::Exception(e),
+                        // The access succeeds now (another thread changed
+                        // the mapping): carry on.
+                        Ok(()) => {
+                            let _ = host;
+                        }
+                    }
                 }
                 EXIT_SMC => {
                     // A store hit a page with translated code: drop those

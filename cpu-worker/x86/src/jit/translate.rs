@@ -137,7 +137,10 @@ pub fn lowered(insn: &Instruction) -> bool {
         Mnemonic::Call => {
             insn.op_kind(0) == OpKind::NearBranch32 || insn.stack_pointer_increment() == -4
         }
-        Mnemonic::Ret => insn.stack_pointer_increment() >= 4,
+        Mnemonic::Ret => matches!(
+            insn.code(),
+            iced_x86::Code::Retnd | iced_x86::Code::Retnd_imm16
+        ),
         Mnemonic::Jmp => !insn.is_jmp_far() && !insn.is_jmp_far_indirect(),
         Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar => {
             // Constant non-zero counts only: a zero count leaves the flags.

@@ -103,17 +103,17 @@ pub struct Layout {
     pub low_mapped: bool,
 }
 
-struct Region {
-    base: u32,
-    bytes: Vec<u8>,
-    writable: bool,
+pub struct Region {
+    pub base: u32,
+    pub bytes: Vec<u8>,
+    pub writable: bool,
     /// Only the code page; the others are mapped without PROT_EXEC.
-    executable: bool,
+    pub executable: bool,
 }
 
 /// Guest memory with the probe's regions; everything else is unmapped.
 pub struct TestMemory {
-    regions: Vec<Region>,
+    pub regions: Vec<Region>,
 }
 
 impl TestMemory {

@@ -14,6 +14,7 @@
 mod asm;
 mod cases;
 mod harness;
+mod jit;
 mod probe;
 
 use cases::Rng;
@@ -50,6 +51,16 @@ fn check(name: &str, n: usize, generate: fn(&mut Rng, usize) -> Vec<Case>) {
     assert!(
         bad == 0,
         "difftest {name}: {bad} of {} cases differ from the host CPU:\n{report}",
+        cases.len()
+    );
+    let (bad, report) = differential(&cases, &mut jit::Jit, 12);
+    eprintln!(
+        "difftest {name} (jit): {} cases, {bad} mismatches",
+        cases.len()
+    );
+    assert!(
+        bad == 0,
+        "difftest {name} (jit): {bad} of {} cases differ from the host CPU:\n{report}",
         cases.len()
     );
 }
