@@ -147,6 +147,22 @@ extern "C" fn helper_cond(cpu: *const CpuState, cc: u32) -> u32 {
     crate::flags::condition(cpu, cc as u8) as u32
 }
 
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.blocks.clear();
+        self.front.fill((u32::MAX, std::ptr::null()));
+        if let Some(m) = self.module.take() {
+            // SAFETY: the engine is going away: no translated code runs and
+            // no pointer into it survives.
+            unsafe { m.free_memory() };
+        }
+        entry::JIT_THREAD.with(|t| {
+            t.code_lo.set(0);
+            t.code_hi.set(0);
+        });
+    }
+}
+
 impl Default for Engine {
     fn default() -> Self {
         Self::new()
@@ -398,8 +414,9 @@ impl Engine {
             let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
             let mut t = Translator::new(&mut b, mem.host_base() as u64, helpers);
             let n = insns.len();
+            let live = translate::flag_liveness(&insns);
             for (i, insn) in insns.iter().enumerate() {
-                if !t.instruction(insn, insn as *const Instruction, i + 1 == n) {
+                if !t.instruction(insn, insn as *const Instruction, i + 1 == n, live[i]) {
                     break;
                 }
             }

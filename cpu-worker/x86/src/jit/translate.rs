@@ -79,6 +79,8 @@ pub struct Translator<'a, 'b> {
     flags_dirty: bool,
     /// The EIP value the state holds now, if known.
     eip_in_state: Option<u32>,
+    /// Flags of the current instruction some later one reads.
+    flags_needed: u32,
     exit: Block,
     step_sig: cranelift_codegen::ir::SigRef,
     cond_sig: cranelift_codegen::ir::SigRef,
@@ -155,6 +157,47 @@ pub fn lowered(insn: &Instruction) -> bool {
         m if is_setcc(m) || is_cmovcc(m) => true,
         _ => false,
     }
+}
+
+/// The six arithmetic flags in iced-x86's `RflagsBits` encoding.
+const ARITH: u32 = 0x3f;
+
+/// For each instruction of a block, the arithmetic flags it writes that a
+/// later instruction may read (all flags are live at the block's end).
+/// Flags of an instruction whose flags nobody reads are not computed.
+///
+/// Shifts and rotates by CL leave the flags alone when the count is zero,
+/// so they count as reading what they write.
+pub fn flag_liveness(insns: &[Instruction]) -> Vec<u32> {
+    let mut live = ARITH;
+    let mut needed = vec![0u32; insns.len()];
+    for (i, insn) in insns.iter().enumerate().rev() {
+        // Flags left "undefined" keep their old values on real CPUs (and in
+        // the interpreter): they do not end the life of earlier flags.
+        let modified = (insn.rflags_written() | insn.rflags_cleared() | insn.rflags_set()) & ARITH;
+        let mut read = insn.rflags_read() & ARITH;
+        let variable_count = matches!(
+            insn.mnemonic(),
+            Mnemonic::Shl
+                | Mnemonic::Sal
+                | Mnemonic::Shr
+                | Mnemonic::Sar
+                | Mnemonic::Rol
+                | Mnemonic::Ror
+                | Mnemonic::Rcl
+                | Mnemonic::Rcr
+                | Mnemonic::Shld
+                | Mnemonic::Shrd
+        ) && (insn.op_count() < 2
+            || insn.op_kind(insn.op_count() - 1) != OpKind::Immediate8
+            || insn.immediate8() & 0x1f == 0);
+        if variable_count && insn.op_count() >= 2 {
+            read |= modified;
+        }
+        needed[i] = modified & live;
+        live = (live & !modified) | read;
+    }
+    needed
 }
 
 fn is_setcc(m: Mnemonic) -> bool {
@@ -245,6 +288,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             flags: None,
             flags_dirty: false,
             eip_in_state: None,
+            flags_needed: ARITH,
             exit,
             step_sig,
             cond_sig,
@@ -363,6 +407,9 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     fn set_flags(&mut self, kind: CcOp, bytes: u32, dst: Value, src: Value, src2: Value) {
+        if self.flags_needed == 0 {
+            return;
+        }
         self.flags = Some(Pending {
             op: flags::op(kind, bytes),
             dst,
@@ -634,9 +681,11 @@ impl<'a, 'b> Translator<'a, 'b> {
         insn: &Instruction,
         insn_ptr: *const Instruction,
         last: bool,
+        flags_needed: u32,
     ) -> bool {
         let eip = insn.ip32();
         let next = insn.next_ip32();
+        self.flags_needed = flags_needed;
         if !lowered(insn) {
             self.call_step(insn, insn_ptr);
             let flow = insn.flow_control();
@@ -962,6 +1011,9 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     /// Stores eager flags: `base` holds CF/OF bits, SF/ZF/PF come from `r`.
     fn eager_flags_with_szp(&mut self, base: Value, r: Value, bytes: u32) {
+        if self.flags_needed == 0 {
+            return;
+        }
         let z = self.b.ins().icmp_imm_u(IntCC::Equal, r, 0);
         let z = self.b.ins().uextend(I32, z);
         let zf = self.b.ins().ishl_imm_u(z, 6);
