@@ -25,7 +25,7 @@ std::arch::global_asm!(
     "push r15",
     "sub rsp, 8",
     "mov [rcx], rsp",
-    "call rdx",
+    "call r8",
     "rqemu_jit_resume:",
     "add rsp, 8",
     "pop r15",
@@ -38,7 +38,13 @@ std::arch::global_asm!(
 );
 
 extern "C" {
-    fn rqemu_jit_enter(cpu: *mut u8, ctx: *mut u8, code: *const u8, save_sp: *mut usize) -> u64;
+    fn rqemu_jit_enter(
+        cpu: *mut u8,
+        ctx: *mut u8,
+        code: *const u8,
+        save_sp: *mut usize,
+        shim: *const u8,
+    ) -> u64;
     fn rqemu_jit_resume();
 }
 
@@ -65,18 +71,20 @@ thread_local! {
     };
 }
 
-/// Runs one translated block.
+/// Runs translated code from block `code` through the generation's entry
+/// shim (which calls blocks in their own calling convention).
 ///
 /// # Safety
 /// `code` must be a finalized block function of this crate's signature,
-/// `cpu` and `ctx` the pointers it was translated for.
-pub unsafe fn enter(cpu: *mut u8, ctx: *mut u8, code: *const u8) -> u64 {
+/// `shim` the entry shim of the same generation, `cpu` and `ctx` the
+/// pointers they were translated for.
+pub unsafe fn enter(cpu: *mut u8, ctx: *mut u8, code: *const u8, shim: *const u8) -> u64 {
     JIT_THREAD.with(|t| {
         t.active.set(true);
         let sp = t.saved_sp.as_ptr();
         // SAFETY: the caller guarantees `code` follows the block ABI; the
         // trampoline preserves every callee-saved register.
-        let r = unsafe { rqemu_jit_enter(cpu, ctx, code, sp) };
+        let r = unsafe { rqemu_jit_enter(cpu, ctx, code, sp, shim) };
         t.active.set(false);
         r
     })

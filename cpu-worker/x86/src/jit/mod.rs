@@ -23,7 +23,7 @@ use cranelift_module::Module;
 use iced_x86::Instruction;
 
 pub use entry::recover_from_fault;
-use translate::{Helpers, Translator, EXIT_EXCEPTION, EXIT_FAULT, EXIT_NEXT, EXIT_SMC};
+use translate::{ExitSlots, Helpers, Translator, EXIT_EXCEPTION, EXIT_FAULT, EXIT_NEXT, EXIT_SMC};
 
 use crate::interp::{self, Env};
 use crate::mem::{Exception, MemFault, Memory};
@@ -66,9 +66,28 @@ struct TBlock {
     code: *const u8,
     /// The decoded instructions the translated code points into.
     _insns: Box<[Instruction]>,
+    /// The successors of its direct exits (read by the translated code).
+    _slots: Box<ExitSlots>,
 }
 
+/// A front-cache entry, read by translated code for indirect branches.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FrontEntry {
+    eip: u64,
+    code: u64,
+}
+
+const FRONT_EMPTY: FrontEntry = FrontEntry {
+    eip: u64::MAX,
+    code: 0,
+};
+
+#[repr(C)]
 struct RunCtx<M, E> {
+    /// Set by a block leaving through an empty exit slot (translate.rs
+    /// CTX_LAST_SLOT): the dispatcher fills it.
+    last_slot: usize,
     mem: *mut M,
     env: *mut E,
     exception: Option<Exception>,
@@ -81,6 +100,9 @@ pub struct Stats {
     pub flushes: u64,
     pub invalidated: u64,
     pub interp_insns: u64,
+    /// Entries from the dispatcher into translated code (chained blocks
+    /// run without coming back).
+    pub entries: u64,
 }
 
 pub struct Engine {
@@ -89,7 +111,14 @@ pub struct Engine {
     blocks: HashMap<u32, TBlock>,
     counts: HashMap<u32, u32>,
     page_blocks: HashMap<u32, Vec<u32>>,
-    front: Box<[(u32, *const u8)]>,
+    /// Exit slots chained to each block (by its EIP), to unchain them.
+    chained_to: HashMap<u32, Vec<usize>>,
+    /// Invalidated blocks, kept until the generation goes (their slots may
+    /// still be listed in `chained_to`, their code may still be running
+    /// further up a chain in another... no: one engine per thread).
+    dead: Vec<TBlock>,
+    shim: *const u8,
+    front: Box<[FrontEntry]>,
     ctx: Context,
     fctx: FunctionBuilderContext,
     code_writes: Vec<u32>,
@@ -106,6 +135,10 @@ pub struct Engine {
 fn new_module() -> Result<JITModule, String> {
     let mut flags = settings::builder();
     flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
+    // Tail calls (block chaining) need frame pointers on x86-64.
+    flags
+        .set("preserve_frame_pointers", "true")
+        .map_err(|e| e.to_string())?;
     let isa = cranelift_native::builder()
         .map_err(|e| e.to_string())?
         .finish(settings::Flags::new(flags))
@@ -115,6 +148,44 @@ fn new_module() -> Result<JITModule, String> {
         .map_err(|e| e.to_string())?;
     builder.memory_provider(Box::new(arena));
     Ok(JITModule::new(builder))
+}
+
+/// Compiles the System V entry shim of a generation: `fn(cpu, ctx, code)`
+/// calls block `code` in the block calling convention and returns its exit
+/// code.
+fn compile_shim(
+    module: &mut JITModule,
+    ctx: &mut Context,
+    fctx: &mut FunctionBuilderContext,
+) -> Result<*const u8, String> {
+    use cranelift_codegen::ir::InstBuilder;
+    let mut sig = Signature::new(CallConv::SystemV);
+    for _ in 0..3 {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    sig.returns.push(AbiParam::new(types::I64));
+    ctx.func.signature = sig.clone();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let p = b.block_params(entry).to_vec();
+        let bsig = b.import_signature(translate::block_signature());
+        let call = b.ins().call_indirect(bsig, p[2], &[p[0], p[1]]);
+        let r = b.inst_results(call)[0];
+        b.ins().return_(&[r]);
+        b.seal_all_blocks();
+        b.finalize(module.target_config());
+    }
+    let id = module
+        .declare_anonymous_function(&sig)
+        .map_err(|e| e.to_string())?;
+    let r = module.define_function(id, ctx);
+    module.clear_context(ctx);
+    r.map_err(|e| e.to_string())?;
+    module.finalize_definitions().map_err(|e| e.to_string())?;
+    Ok(module.get_finalized_function(id))
 }
 
 /// The interpreter helper called from translated code.
@@ -150,7 +221,8 @@ extern "C" fn helper_cond(cpu: *const CpuState, cc: u32) -> u32 {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.blocks.clear();
-        self.front.fill((u32::MAX, std::ptr::null()));
+        self.dead.clear();
+        self.front.fill(FRONT_EMPTY);
         if let Some(m) = self.module.take() {
             // SAFETY: the engine is going away: no translated code runs and
             // no pointer into it survives.
@@ -185,7 +257,10 @@ impl Engine {
             blocks: HashMap::new(),
             counts: HashMap::new(),
             page_blocks: HashMap::new(),
-            front: vec![(u32::MAX, std::ptr::null()); FRONT_CACHE].into_boxed_slice(),
+            chained_to: HashMap::new(),
+            dead: Vec::new(),
+            shim: std::ptr::null(),
+            front: vec![FRONT_EMPTY; FRONT_CACHE].into_boxed_slice(),
             ctx,
             fctx: FunctionBuilderContext::new(),
             code_writes: Vec::new(),
@@ -200,8 +275,11 @@ impl Engine {
     pub fn flush(&mut self) {
         self.blocks.clear();
         self.page_blocks.clear();
+        self.chained_to.clear();
+        self.dead.clear();
         self.counts.clear();
-        self.front.fill((u32::MAX, std::ptr::null()));
+        self.shim = std::ptr::null();
+        self.front.fill(FRONT_EMPTY);
         if let Some(m) = self.module.take() {
             // SAFETY: no translated code runs (we are in the dispatcher)
             // and every pointer into it was dropped just above.
@@ -223,12 +301,19 @@ impl Engine {
     pub fn invalidate_page(&mut self, page: u32) {
         if let Some(list) = self.page_blocks.remove(&page) {
             for eip in list {
-                if self.blocks.remove(&eip).is_some() {
+                if let Some(b) = self.blocks.remove(&eip) {
                     self.stats.invalidated += 1;
+                    self.dead.push(b);
+                }
+                for slot in self.chained_to.remove(&eip).unwrap_or_default() {
+                    // SAFETY: slots of live and dead blocks stay allocated
+                    // until the generation is dropped, which also clears
+                    // `chained_to`.
+                    unsafe { *(slot as *mut usize) = 0 };
                 }
                 self.counts.remove(&eip);
             }
-            self.front.fill((u32::MAX, std::ptr::null()));
+            self.front.fill(FRONT_EMPTY);
         }
     }
 
@@ -241,6 +326,7 @@ impl Engine {
     ) -> Stop {
         use std::sync::atomic::Ordering;
         let mut rctx = RunCtx::<M, E> {
+            last_slot: 0,
             mem: mem as *mut M,
             env: env as *mut E,
             exception: None,
@@ -261,14 +347,25 @@ impl Engine {
             }
             let eip = cpu.eip;
             let slot = (eip as usize) & (FRONT_CACHE - 1);
-            let code = if self.front[slot].0 == eip {
-                self.front[slot].1
+            let code = if self.front[slot].eip == eip as u64 {
+                self.front[slot].code as *const u8
             } else if let Some(b) = self.blocks.get(&eip) {
-                self.front[slot] = (eip, b.code);
+                self.front[slot] = FrontEntry {
+                    eip: eip as u64,
+                    code: b.code as u64,
+                };
                 b.code
             } else {
                 std::ptr::null()
             };
+            // Chain the exit the last block left through to this block.
+            let from = std::mem::take(&mut rctx.last_slot);
+            if from != 0 && !code.is_null() {
+                // SAFETY: `from` is an exit slot of a block of the live
+                // generation (set by its code just now).
+                unsafe { *(from as *mut usize) = code as usize };
+                self.chained_to.entry(eip).or_default().push(from);
+            }
             if code.is_null() {
                 let hot = if self.interpret_only {
                     false
@@ -287,6 +384,7 @@ impl Engine {
                 }
                 continue;
             }
+            self.stats.entries += 1;
             // SAFETY: `code` is a finalized block of the live generation,
             // compiled for this M and E; cpu and rctx outlive the call.
             let r = unsafe {
@@ -294,6 +392,7 @@ impl Engine {
                     cpu as *mut CpuState as *mut u8,
                     &mut rctx as *mut RunCtx<M, E> as *mut u8,
                     code,
+                    self.shim,
                 )
             };
             match r {
@@ -373,6 +472,10 @@ impl Engine {
             return Err(Exception::InvalidOpcode);
         };
         let tcfg = module.target_config();
+        if self.shim.is_null() {
+            self.shim = compile_shim(module, &mut self.ctx, &mut self.fctx)
+                .map_err(|_| Exception::InvalidOpcode)?;
+        }
         // Decode the block.
         let start = cpu.eip;
         let mut insns = Vec::new();
@@ -401,18 +504,18 @@ impl Engine {
             .unwrap_or(start);
         let pages = (start >> 12, last_byte >> 12);
 
-        let mut sig = Signature::new(CallConv::SystemV);
-        sig.params.push(AbiParam::new(types::I64));
-        sig.params.push(AbiParam::new(types::I64));
-        sig.returns.push(AbiParam::new(types::I64));
+        let sig = translate::block_signature();
         self.ctx.func.signature = sig.clone();
         let helpers = Helpers {
             step: helper_step::<M, E> as *const () as usize,
             cond: helper_cond as *const () as usize,
+            front: self.front.as_ptr() as usize,
+            front_mask: (FRONT_CACHE - 1) as u32,
         };
+        let slots: Box<ExitSlots> = Box::new([0; 2]);
         {
             let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
-            let mut t = Translator::new(&mut b, mem.host_base() as u64, helpers);
+            let mut t = Translator::new(&mut b, mem.host_base() as u64, helpers, &*slots);
             let n = insns.len();
             let live = translate::flag_liveness(&insns);
             for (i, insn) in insns.iter().enumerate() {
@@ -464,6 +567,7 @@ impl Engine {
             TBlock {
                 code,
                 _insns: insns,
+                _slots: slots,
             },
         );
         self.stats.translated += 1;

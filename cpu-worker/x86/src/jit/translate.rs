@@ -38,7 +38,22 @@ pub struct Helpers {
     pub step: usize,
     /// `fn(cpu, cc: u32) -> u32`
     pub cond: usize,
+    /// The engine's front cache: `FRONT_CACHE` entries of (eip: u64, code:
+    /// u64), looked up inline for indirect branches.
+    pub front: usize,
+    pub front_mask: u32,
 }
+
+/// Where a block's direct exits keep their successor (chaining): one
+/// pointer-sized cell per exit, null until the dispatcher fills it.
+pub type ExitSlots = [usize; 2];
+
+/// The block calling convention: blocks tail-call their successors.
+pub const BLOCK_CALL_CONV: CallConv = CallConv::Tail;
+
+/// Offset in the run context of the cell where a block leaving through an
+/// unfilled exit slot stores that slot's address.
+pub const CTX_LAST_SLOT: i32 = 0;
 
 const I32: types::Type = types::I32;
 const I64: types::Type = types::I64;
@@ -84,7 +99,21 @@ pub struct Translator<'a, 'b> {
     exit: Block,
     step_sig: cranelift_codegen::ir::SigRef,
     cond_sig: cranelift_codegen::ir::SigRef,
+    block_sig: cranelift_codegen::ir::SigRef,
+    slots: *const ExitSlots,
+    next_slot: usize,
 }
+
+/// `fn(cpu: i64, ctx: i64) -> i64` in the block calling convention.
+pub fn block_signature() -> Signature {
+    let mut sig = Signature::new(BLOCK_CALL_CONV);
+    sig.params.push(AbiParam::new(I64));
+    sig.params.push(AbiParam::new(I64));
+    sig.returns.push(AbiParam::new(I64));
+    sig
+}
+
+const EXIT_REQ_OFF: i32 = offset_of!(CpuState, exit_request) as i32;
 
 fn mf() -> MemFlagsData {
     // Guest memory: may trap (the handler recovers), little-endian.
@@ -259,7 +288,12 @@ fn op_bytes(insn: &Instruction, i: u32) -> u32 {
 impl<'a, 'b> Translator<'a, 'b> {
     /// Sets up the entry block; `host_base` is where guest address 0 is
     /// mapped in this process.
-    pub fn new(b: &'b mut FunctionBuilder<'a>, host_base: u64, helpers: Helpers) -> Self {
+    pub fn new(
+        b: &'b mut FunctionBuilder<'a>,
+        host_base: u64,
+        helpers: Helpers,
+        slots: *const ExitSlots,
+    ) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
@@ -277,6 +311,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         cond.params.extend([AbiParam::new(I64), AbiParam::new(I32)]);
         cond.returns.push(AbiParam::new(I32));
         let cond_sig = b.import_signature(cond);
+        let block_sig = b.import_signature(block_signature());
         Translator {
             b,
             cpu,
@@ -292,6 +327,9 @@ impl<'a, 'b> Translator<'a, 'b> {
             exit,
             step_sig,
             cond_sig,
+            block_sig,
+            slots,
+            next_slot: 0,
         }
     }
 
@@ -539,12 +577,69 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.set_reg32(ESP, nsp);
     }
 
-    /// Leaves the block with EIP = `target` (a constant or a value).
+    /// Leaves the block for the computed address `target`: the front
+    /// cache is probed inline and a hit is tail-called.
     fn end_at(&mut self, target: Value) {
         self.sync_regs_and_flags();
         self.b.ins().store(sf(), target, self.cpu, EIP_OFF);
-        let code = self.b.ins().iconst(I64, EXIT_NEXT as i64);
-        self.b.ins().jump(self.exit, &[code.into()]);
+        let req = self.b.ins().load(I32, sf(), self.cpu, EXIT_REQ_OFF);
+        let probe = self.b.create_block();
+        let back = self.b.create_block();
+        self.b.ins().brif(req, back, &[], probe, &[]);
+        self.b.switch_to_block(probe);
+        let idx = self
+            .b
+            .ins()
+            .band_imm_u(target, self.helpers.front_mask as i64);
+        let idx = self.b.ins().uextend(I64, idx);
+        let off = self.b.ins().ishl_imm_u(idx, 4);
+        let front = self.b.ins().iconst(I64, self.helpers.front as i64);
+        let entry = self.b.ins().iadd(front, off);
+        let tag = self.b.ins().load(I64, sf(), entry, 0);
+        let want = self.b.ins().uextend(I64, target);
+        let hit = self.b.ins().icmp(IntCC::Equal, tag, want);
+        let call = self.b.create_block();
+        self.b.ins().brif(hit, call, &[], back, &[]);
+        self.b.switch_to_block(call);
+        let code = self.b.ins().load(I64, sf(), entry, 8);
+        self.b
+            .ins()
+            .return_call_indirect(self.block_sig, code, &[self.cpu, self.ctx]);
+        self.b.switch_to_block(back);
+        let c = self.b.ins().iconst(I64, EXIT_NEXT as i64);
+        self.b.ins().jump(self.exit, &[c.into()]);
+    }
+
+    /// Leaves the block for the constant address `target` through a
+    /// chainable exit slot.
+    fn end_at_const(&mut self, target: u32) {
+        self.sync_regs_and_flags();
+        let t = self.iconst(target);
+        self.b.ins().store(sf(), t, self.cpu, EIP_OFF);
+        let slot_idx = self.next_slot.min(1);
+        self.next_slot += 1;
+        // SAFETY-free address arithmetic: the slots live as long as the
+        // block (the engine keeps them until the generation is dropped).
+        let slot_addr = self.slots as usize + slot_idx * std::mem::size_of::<usize>();
+        let slot = self.b.ins().iconst(I64, slot_addr as i64);
+        let next = self.b.ins().load(I64, sf(), slot, 0);
+        let req = self.b.ins().load(I32, sf(), self.cpu, EXIT_REQ_OFF);
+        let req = self.b.ins().uextend(I64, req);
+        let unchained = self.b.ins().icmp_imm_u(IntCC::Equal, next, 0);
+        let unchained = self.b.ins().uextend(I64, unchained);
+        let stop = self.b.ins().bor(req, unchained);
+        let call = self.b.create_block();
+        let back = self.b.create_block();
+        self.b.ins().brif(stop, back, &[], call, &[]);
+        self.b.switch_to_block(call);
+        self.b
+            .ins()
+            .return_call_indirect(self.block_sig, next, &[self.cpu, self.ctx]);
+        self.b.switch_to_block(back);
+        // Tell the dispatcher which slot to fill.
+        self.b.ins().store(sf(), slot, self.ctx, CTX_LAST_SLOT);
+        let c = self.b.ins().iconst(I64, EXIT_NEXT as i64);
+        self.b.ins().jump(self.exit, &[c.into()]);
     }
 
     fn sync_regs_and_flags(&mut self) {
@@ -561,8 +656,7 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     /// Ends the block after its last instruction (no branch): EIP = next.
     pub fn end_fallthrough(&mut self, next: u32) {
-        let t = self.iconst(next);
-        self.end_at(t);
+        self.end_at_const(next);
     }
 
     /// The value (i8, 0/1) of condition `cc` (0-15, the Jcc nibble).
@@ -922,14 +1016,16 @@ impl<'a, 'b> Translator<'a, 'b> {
                 }
             }
             Mnemonic::Call => {
-                let target = if insn.op_kind(0) == OpKind::NearBranch32 {
-                    self.iconst(insn.near_branch32())
+                if insn.op_kind(0) == OpKind::NearBranch32 {
+                    let ret = self.iconst(next);
+                    self.push(eip, ret);
+                    self.end_at_const(insn.near_branch32());
                 } else {
-                    self.read_op(insn, 0)
-                };
-                let ret = self.iconst(next);
-                self.push(eip, ret);
-                self.end_at(target);
+                    let target = self.read_op(insn, 0);
+                    let ret = self.iconst(next);
+                    self.push(eip, ret);
+                    self.end_at(target);
+                }
                 return false;
             }
             Mnemonic::Ret => {
@@ -946,21 +1042,26 @@ impl<'a, 'b> Translator<'a, 'b> {
                 return false;
             }
             Mnemonic::Jmp => {
-                let t = if insn.op_kind(0) == OpKind::NearBranch32 {
-                    self.iconst(insn.near_branch32())
+                if insn.op_kind(0) == OpKind::NearBranch32 {
+                    self.end_at_const(insn.near_branch32());
                 } else {
-                    self.read_op(insn, 0)
-                };
-                self.end_at(t);
+                    let t = self.read_op(insn, 0);
+                    self.end_at(t);
+                }
                 return false;
             }
             _ if insn.is_jcc_short_or_near() => {
                 let cc = (insn.condition_code() as u8).wrapping_sub(1) & 15;
                 let c = self.condition(cc);
-                let taken = self.iconst(insn.near_branch32());
-                let fall = self.iconst(next);
-                let t = self.b.ins().select(c, taken, fall);
-                self.end_at(t);
+                // Both exits write back the same state: sync once here.
+                self.sync_regs_and_flags();
+                let taken = self.b.create_block();
+                let fall = self.b.create_block();
+                self.b.ins().brif(c, taken, &[], fall, &[]);
+                self.b.switch_to_block(taken);
+                self.end_at_const(insn.near_branch32());
+                self.b.switch_to_block(fall);
+                self.end_at_const(next);
                 return false;
             }
             _ if is_setcc(m) => {
