@@ -179,6 +179,14 @@ pub fn lowered(insn: &Instruction) -> bool {
                 || matches!(insn.op_kind(1), OpKind::Immediate8) && insn.immediate8() & 0x1f != 0
         }
         Mnemonic::Imul => insn.op_count() >= 2,
+        Mnemonic::Adc | Mnemonic::Sbb => true,
+        Mnemonic::Rol | Mnemonic::Ror => {
+            // Constant counts; the flags (CF, OF) only when nobody reads
+            // them (checked at translation, see `instruction`).
+            insn.op_count() == 1
+                || matches!(insn.op_kind(1), OpKind::Immediate8) && insn.immediate8() & 0x1f != 0
+        }
+        Mnemonic::Bswap => insn.op_register(0).is_gpr32(),
         Mnemonic::Xchg => {
             insn.op_kind(0) == OpKind::Register && insn.op_kind(1) == OpKind::Register
         }
@@ -793,8 +801,91 @@ impl<'a, 'b> Translator<'a, 'b> {
             return true;
         }
         let m = insn.mnemonic();
+        if matches!(m, Mnemonic::Rol | Mnemonic::Ror) && flags_needed != 0 {
+            // Rotates keep SF/ZF/AF/PF: their flags go through the
+            // interpreter when something reads them.
+            self.call_step(insn, insn_ptr);
+            if last {
+                let code = self.b.ins().iconst(I64, EXIT_NEXT as i64);
+                self.b.ins().jump(self.exit, &[code.into()]);
+                return false;
+            }
+            self.eip_in_state = Some(next);
+            return true;
+        }
         match m {
             Mnemonic::Nop => {}
+            Mnemonic::Rol | Mnemonic::Ror => {
+                let bytes = op_bytes(insn, 0);
+                let bits = bytes * 8;
+                let count = if insn.op_count() == 1 {
+                    1
+                } else {
+                    (insn.immediate8() & 0x1f) as u32
+                } % bits;
+                let (a, addr) = self.read_rmw(insn);
+                let r = if count == 0 {
+                    a
+                } else if bytes == 4 {
+                    if m == Mnemonic::Rol {
+                        self.b.ins().rotl_imm_u(a, count as i64)
+                    } else {
+                        self.b.ins().rotr_imm_u(a, count as i64)
+                    }
+                } else {
+                    let left = if m == Mnemonic::Rol {
+                        count
+                    } else {
+                        bits - count
+                    };
+                    let hi = self.b.ins().ishl_imm_u(a, left as i64);
+                    let lo = self.b.ins().ushr_imm_u(a, (bits - left) as i64);
+                    let v = self.b.ins().bor(hi, lo);
+                    self.mask(v, bytes)
+                };
+                self.write_op(insn, 0, addr, r);
+            }
+            Mnemonic::Bswap => {
+                let a = self.read_reg(insn.op_register(0));
+                let r = self.b.ins().bswap(a);
+                self.write_reg(insn.op_register(0), r);
+            }
+            Mnemonic::Adc | Mnemonic::Sbb => {
+                let bytes = op_bytes(insn, 0);
+                let cf = self.carry_flag();
+                let (a, addr) = self.read_rmw(insn);
+                let bv = self.read_op(insn, 1);
+                let bv = self.mask(bv, bytes);
+                let r = if m == Mnemonic::Adc {
+                    let t = self.b.ins().iadd(a, bv);
+                    self.b.ins().iadd(t, cf)
+                } else {
+                    let t = self.b.ins().isub(a, bv);
+                    self.b.ins().isub(t, cf)
+                };
+                let r = self.mask(r, bytes);
+                self.write_op(insn, 0, addr, r);
+                if self.flags_needed != 0 {
+                    // The flag record's kind depends on the carry-in:
+                    // Adc/Sbb with it, Add/Sub without (flags.rs).
+                    let (with, without) = if m == Mnemonic::Adc {
+                        (CcOp::Adc, CcOp::Add)
+                    } else {
+                        (CcOp::Sbb, CcOp::Sub)
+                    };
+                    let k1 = self.iconst(flags::op(with, bytes));
+                    let k0 = self.iconst(flags::op(without, bytes));
+                    let op = self.b.ins().select(cf, k1, k0);
+                    self.sync_regs_and_flags();
+                    self.b.ins().store(sf(), op, self.cpu, CC_OP_OFF);
+                    self.b.ins().store(sf(), r, self.cpu, CC_DST_OFF);
+                    self.b.ins().store(sf(), bv, self.cpu, CC_SRC_OFF);
+                    self.b.ins().store(sf(), a, self.cpu, CC_SRC2_OFF);
+                    // Stored already; later conditions read the state.
+                    self.flags = None;
+                    self.flags_dirty = false;
+                }
+            }
             Mnemonic::Mov => {
                 let v = self.read_op(insn, 1);
                 self.write_op(insn, 0, None, v);
