@@ -72,7 +72,10 @@ pub fn handle(c: &mut Ctx, n: u32) -> Option<R> {
                 [sx(a[0]), p.as_ptr() as usize, how, a[3] as usize, 0, 0],
             )? as u32)
         })(),
-        nr::CLOSE => ret(raw(libc::SYS_close, [sx(a[0]), 0, 0, 0, 0, 0])),
+        nr::CLOSE => {
+            forget_dir_cookies(a[0] as i32);
+            ret(raw(libc::SYS_close, [sx(a[0]), 0, 0, 0, 0, 0]))
+        }
         nr::CLOSE_RANGE => simple(
             libc::SYS_close_range,
             [a[0] as usize, a[1] as usize, a[2] as usize],
@@ -156,10 +159,7 @@ pub fn handle(c: &mut Ctx, n: u32) -> Option<R> {
                 ],
             )? as u32)
         })(),
-        nr::GETDENTS64 => (|| {
-            let b = c.buf(a[1], a[2] as usize)?;
-            Ok(raw(libc::SYS_getdents64, [sx(a[0]), b, a[2] as usize, 0, 0, 0])? as u32)
-        })(),
+        nr::GETDENTS64 => getdents64(c),
         nr::GETDENTS => getdents_old(c),
         nr::ACCESS => path_call(
             c,
@@ -858,6 +858,100 @@ fn stat_common(c: &Ctx, dirfd: i32, path: Option<u32>, flags: i32, buf: u32, kin
     Ok(0)
 }
 
+/// Directory offsets the guest can hold: filesystems that hash names
+/// (ext4) give a 64-bit process 64-bit d_off cookies, which an i386 libc
+/// rejects with EOVERFLOW (the kernel gives compat processes 32-bit ones).
+/// Such cookies are replaced by small indices, translated back on lseek.
+struct DirCookies {
+    ino: u64,
+    offs: Vec<u64>,
+}
+
+static DIR_COOKIES: std::sync::Mutex<Option<std::collections::HashMap<i32, DirCookies>>> =
+    std::sync::Mutex::new(None);
+
+fn cookies() -> std::sync::MutexGuard<'static, Option<std::collections::HashMap<i32, DirCookies>>> {
+    match DIR_COOKIES.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+pub fn forget_dir_cookies(fd: i32) {
+    if let Some(m) = cookies().as_mut() {
+        m.remove(&fd);
+    }
+}
+
+fn fd_ino(fd: i32) -> u64 {
+    host_fstatat(fd, c"", libc::AT_EMPTY_PATH).map_or(0, |st| st.st_ino)
+}
+
+/// The guest-visible offset for host directory offset `off` of `fd`.
+fn guest_dir_off(fd: i32, off: u64) -> u64 {
+    if off <= i32::MAX as u64 {
+        return off;
+    }
+    let ino = fd_ino(fd);
+    let mut g = cookies();
+    let m = g.get_or_insert_with(Default::default);
+    let e = m.entry(fd).or_insert_with(|| DirCookies {
+        ino,
+        offs: Vec::new(),
+    });
+    if e.ino != ino {
+        e.ino = ino;
+        e.offs.clear();
+    }
+    let i = match e.offs.iter().position(|&o| o == off) {
+        Some(i) => i,
+        None => {
+            e.offs.push(off);
+            e.offs.len() - 1
+        }
+    };
+    // Past the small offsets a filesystem without hashing would use.
+    0x4000_0000 + i as u64
+}
+
+fn dir_seek_target(fd: i32, off: i64, whence: u32) -> i64 {
+    if whence != 0 || !(0x4000_0000..0x7fff_ffff).contains(&off) {
+        return off;
+    }
+    let g = cookies();
+    match g.as_ref().and_then(|m| m.get(&fd)) {
+        Some(e) => e
+            .offs
+            .get((off - 0x4000_0000) as usize)
+            .map_or(off, |&o| o as i64),
+        None => off,
+    }
+}
+
+fn getdents64(c: &Ctx) -> R {
+    let a = c.a;
+    let fd = a[0] as i32;
+    let count = (a[2] as usize).min(1 << 20);
+    let mut hb = vec![0u8; count];
+    let n = raw(
+        libc::SYS_getdents64,
+        [sx(a[0]), hb.as_mut_ptr() as usize, count, 0, 0, 0],
+    )?;
+    let mut off = 0;
+    while off + 19 <= n {
+        let reclen = super::le16(&hb, off + 16) as usize;
+        if reclen == 0 || off + reclen > n {
+            break;
+        }
+        let d_off = super::le64(&hb, off + 8);
+        let g = guest_dir_off(fd, d_off);
+        hb[off + 8..off + 16].copy_from_slice(&g.to_le_bytes());
+        off += reclen;
+    }
+    c.write(a[1], &hb[..n])?;
+    Ok(n as u32)
+}
+
 /// getdents(2) with the old `struct linux_dirent` (32-bit d_ino/d_off,
 /// d_type in the last byte), built from getdents64.
 fn getdents_old(c: &Ctx) -> R {
@@ -870,9 +964,11 @@ fn getdents_old(c: &Ctx) -> R {
     )?;
     let mut out = Vec::with_capacity(count);
     let mut off = 0;
+    let mut prev_off = 0u64;
     while off + 19 <= n {
         let ino = super::le64(&hb, off);
-        let doff = super::le64(&hb, off + 8);
+        let host_off = super::le64(&hb, off + 8);
+        let doff = guest_dir_off(a[0] as i32, host_off);
         let reclen = super::le16(&hb, off + 16) as usize;
         let ty = hb[off + 18];
         if reclen == 0 || off + reclen > n {
@@ -889,7 +985,7 @@ fn getdents_old(c: &Ctx) -> R {
                 return err(libc::EINVAL);
             }
             // Rewind so the entry is read again next time.
-            let _ = raw(libc::SYS_lseek, [sx(a[0]), doff as usize, 0, 0, 0, 0]);
+            let _ = raw(libc::SYS_lseek, [sx(a[0]), prev_off as usize, 0, 0, 0, 0]);
             break;
         }
         if ino > u32::MAX as u64 {
@@ -902,6 +998,7 @@ fn getdents_old(c: &Ctx) -> R {
         e.0.push(ty);
         out.extend(e.0);
         off += reclen;
+        prev_off = host_off;
     }
     c.write(a[1], &out)?;
     Ok(out.len() as u32)
