@@ -528,7 +528,7 @@ impl AddressSpace {
                 return Err(MemFault {
                     addr: at,
                     write: need & P_WRITE != 0,
-                    protection: f & P_MAPPED != 0 && f & (P_READ | P_WRITE | P_EXEC) != 0,
+                    protection: f & P_MAPPED != 0,
                 });
             }
             p += 1;
@@ -590,7 +590,7 @@ impl AddressSpace {
             return Err(MemFault {
                 addr,
                 write: false,
-                protection: f & P_MAPPED != 0 && f & P_READ != 0,
+                protection: f & P_MAPPED != 0,
             });
         }
         let to_end = (PAGE_SIZE - (addr & (PAGE_SIZE - 1))) as usize;

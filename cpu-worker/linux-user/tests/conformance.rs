@@ -58,3 +58,115 @@ fn file_io() {
     assert!(!e.stdout.contains("FAIL"), "{}", e.stdout);
     assert!(e.stdout.ends_with("done\n"));
 }
+
+#[test]
+fn mmap_mprotect_faults() {
+    let p = build("mmapfault");
+    let r = same(&p, &[]);
+    assert!(
+        r.stdout.contains("ro page: sig=11 code=2 offset=4219\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("unmapped page: sig=11 code=1"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("found in maps=1\n"), "{}", r.stdout);
+}
+
+#[test]
+fn signals_handlers_masks_restart() {
+    let p = build("signals");
+    let r = same(&p, &[]);
+    assert!(
+        r.stdout.contains("ucontext: got=4 code=2 eax=0x1234\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("altstack: on_alt=1\n"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("SA_RESTART: read=1 c=z got=14\n"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(r.status, 128 + 15);
+}
+
+#[test]
+fn fork_exec_wait() {
+    let p = build("forkexec");
+    let r = same(&p, &[]);
+    assert!(r.stdout.contains("sigkill: killed by 9\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("abort: killed by 6\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("segv: killed by 11\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("execve self: exited 9\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("posix_spawn: exited 4\n"), "{}", r.stdout);
+}
+
+#[test]
+fn threads_atomics_tls() {
+    let p = build("threads");
+    let r = same(&p, &[]);
+    assert!(
+        r.stdout
+            .contains("counter=80000 plain=800 exit values sum=4006 main tls=5\n"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn pipes_poll_select_epoll() {
+    let p = build("pollio");
+    let r = same(&p, &[]);
+    assert!(
+        r.stdout.contains("epoll: n=1 events=1 data ok=1\n"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn sockets_socketpair_tcp_udp() {
+    let p = build("sockets");
+    let r = same(&p, &[]);
+    assert!(r.stdout.contains("fd passed: through fd\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("echo: echo this line\n"), "{}", r.stdout);
+}
+
+#[test]
+fn time_clocks_sleeps_timers() {
+    let p = build("timetest");
+    let r = same(&p, &[]);
+    assert!(r.stdout.contains("posix timer fired=1\n"), "{}", r.stdout);
+}
+
+#[test]
+fn strace_and_log_options() {
+    let p = build("hello");
+    let r = emulated_with(&["-strace"], &p, &[]);
+    assert!(r.stderr.contains(" write(1,"), "{}", r.stderr);
+    assert!(r.stderr.contains(" exit_group(0)"), "{}", r.stderr);
+    let log = work_dir().join("in_asm.log");
+    let r = emulated_with(
+        &["-d", "in_asm,unimp", "-D", log.to_str().expect("utf-8")],
+        &p,
+        &[],
+    );
+    assert_eq!(r.status, 0);
+    let text = std::fs::read_to_string(&log).expect("log written");
+    assert!(
+        text.contains("IN: \n0x"),
+        "{}",
+        &text[..text.len().min(500)]
+    );
+    // Items of the future JIT are refused, not ignored.
+    let r = emulated_with(&["-d", "out_asm"], &p, &[]);
+    assert_ne!(r.status, 0);
+    assert!(r.stderr.contains("not available yet"), "{}", r.stderr);
+    let r = emulated_with(&["-g", "1234"], &p, &[]);
+    assert_ne!(r.status, 0);
+    assert!(r.stderr.contains("not implemented yet"), "{}", r.stderr);
+}

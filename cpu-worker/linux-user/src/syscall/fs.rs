@@ -512,6 +512,16 @@ pub fn handle(c: &mut Ctx, n: u32) -> Option<R> {
     })
 }
 
+/// A guest path as the host opens it: /proc/self/exe is the guest
+/// program, absolute paths go under the `-L` prefix when found there.
+pub fn host_path(c: &Ctx, raw_path: Vec<u8>) -> CString {
+    if is_proc_self(&raw_path, "exe") {
+        use std::os::unix::ffi::OsStrExt;
+        return CString::new(c.p.exe.as_os_str().as_bytes()).unwrap_or_default();
+    }
+    c.redirect(raw_path)
+}
+
 /// A 16-bit uid/gid argument: 0xffff means "unchanged" (-1).
 fn id16(v: u32) -> usize {
     if v as u16 == 0xffff {
@@ -838,15 +848,7 @@ fn old_stat_bytes(st: &libc::stat) -> Result<Vec<u8>, Sys> {
 
 fn stat_common(c: &Ctx, dirfd: i32, path: Option<u32>, flags: i32, buf: u32, kind: StatKind) -> R {
     let p = match path {
-        Some(p) => {
-            let raw_path = c.cstr(p)?;
-            if is_proc_self(&raw_path, "exe") {
-                use std::os::unix::ffi::OsStrExt;
-                CString::new(c.p.exe.as_os_str().as_bytes()).unwrap_or_default()
-            } else {
-                c.redirect(raw_path)
-            }
-        }
+        Some(p) => host_path(c, c.cstr(p)?),
         None => CString::default(),
     };
     let st = host_fstatat(dirfd, &p, flags)?;

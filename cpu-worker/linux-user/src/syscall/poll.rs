@@ -57,7 +57,7 @@ pub fn handle(c: &mut Ctx, n: u32) -> Option<R> {
                 c.blocking(false, || raw(libc::SYS_ppoll, [p, nfds, tp, 0, 8, 0]))
             })
         })(),
-        nr::_NEWSELECT => select(c, a[0], a[1], a[2], a[3], a[4], None, false),
+        nr::_NEWSELECT => select(c, a[0], a[1], a[2], a[3], a[4], None, None),
         nr::SELECT => (|| {
             let b = c.read(a[0], 20)?;
             select(
@@ -68,7 +68,7 @@ pub fn handle(c: &mut Ctx, n: u32) -> Option<R> {
                 le32(&b, 12),
                 le32(&b, 16),
                 None,
-                false,
+                None,
             )
         })(),
         nr::PSELECT6 | nr::PSELECT6_TIME64 => (|| {
@@ -91,7 +91,7 @@ pub fn handle(c: &mut Ctx, n: u32) -> Option<R> {
                 a[3],
                 a[4],
                 mask,
-                n == nr::PSELECT6_TIME64,
+                Some(n == nr::PSELECT6_TIME64),
             )
         })(),
         nr::EPOLL_CREATE => {
@@ -179,7 +179,7 @@ fn select(
     e: u32,
     tmo: u32,
     mask: Option<u64>,
-    pselect_t64: bool,
+    pselect_t64: Option<bool>,
 ) -> R {
     let nfds = nfds as i32;
     if !(0..=libc::FD_SETSIZE as i32 * 16).contains(&nfds) {
@@ -206,7 +206,8 @@ fn select(
     let rp = ptr(0, r, &mut sets);
     let wp = ptr(1, w, &mut sets);
     let ep = ptr(2, e, &mut sets);
-    let pselect = mask.is_some() || pselect_t64;
+    let pselect = pselect_t64.is_some();
+    let pselect_t64 = pselect_t64.unwrap_or(false);
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -601,7 +601,7 @@ fn execve(c: &mut Ctx, _dirfd: i32, path: u32, argv: u32, envp: u32) -> R {
     let guest_path = c.cstr(path)?;
     let mut args = read_str_array(c, argv)?;
     let env = read_str_array(c, envp)?;
-    let mut host_path = c.redirect(guest_path.clone());
+    let mut host_path = super::fs::host_path(c, guest_path.clone());
     // Check access the way the kernel would before replacing ourselves.
     // SAFETY: access(2) with a valid C string.
     if unsafe { libc::access(host_path.as_ptr(), libc::X_OK) } != 0 {

@@ -45,6 +45,7 @@ pub fn handle(c: &mut Ctx, n: u32) -> Option<R> {
             let mut gdt = c.t.cpu.gdt;
             let idx = set_tls(&mut gdt, &desc)?;
             c.t.cpu.gdt = gdt;
+            refresh_segments(&mut c.t.cpu, idx);
             c.write_u32(a[0], idx as u32)?;
             Ok(0)
         })(),
@@ -134,6 +135,20 @@ pub fn set_tls(gdt: &mut [u64; 16], d: &[u8]) -> Result<usize, Sys> {
     Ok(idx)
 }
 
+/// Segment registers that hold a selector of GDT entry `idx` take the
+/// entry's new base and limit (what the x86_64 kernel does after
+/// set_thread_area, and what a new thread sees).
+pub fn refresh_segments(cpu: &mut x86::state::CpuState, idx: usize) {
+    let gdt = cpu.gdt;
+    for s in cpu.segs.iter_mut() {
+        if s.selector as usize >> 3 == idx && s.selector & 4 == 0 && s.selector != 0 {
+            let (base, limit) = crate::task::descriptor_base_limit(gdt[idx]).unwrap_or((0, 0));
+            s.base = base;
+            s.limit = limit;
+        }
+    }
+}
+
 fn get_tls(desc: u64, idx: u32) -> Vec<u8> {
     let lo = desc as u32;
     let hi = (desc >> 32) as u32;
@@ -182,8 +197,9 @@ fn clone(c: &mut Ctx, flags: u32, newsp: u32, ptid: u32, tls: u32, ctid: u32) ->
         if flags & CLONE_SETTLS != 0 {
             let desc = c.read(tls, 16)?;
             let mut gdt = c.t.cpu.gdt;
-            set_tls(&mut gdt, &desc)?;
+            let idx = set_tls(&mut gdt, &desc)?;
             c.t.cpu.gdt = gdt;
+            refresh_segments(&mut c.t.cpu, idx);
         }
         if flags & CLONE_CHILD_SETTID != 0 {
             let _ = c.write_u32(ctid, c.t.tid as u32);
@@ -211,7 +227,8 @@ fn clone_thread(c: &mut Ctx, flags: u32, newsp: u32, ptid: u32, tls: u32, ctid: 
     cpu.exit_request.0.store(0, Ordering::Relaxed);
     if flags & CLONE_SETTLS != 0 {
         let desc = c.read(tls, 16)?;
-        set_tls(&mut cpu.gdt, &desc)?;
+        let idx = set_tls(&mut cpu.gdt, &desc)?;
+        refresh_segments(&mut cpu, idx);
     }
     let proc = Arc::clone(&c.t.proc);
     let sigmask = c.t.sigmask;
