@@ -291,7 +291,8 @@ impl Elf {
     }
 }
 
-/// What the loader did, for the CPU and the auxiliary vector.
+/// What the loader did, for the CPU and the auxiliary vector (all of it
+/// is logged by `-d page`).
 #[derive(Clone, Debug, Default)]
 pub struct Loaded {
     pub entry: u32,

@@ -115,11 +115,17 @@ fn run(opts: options::Options) -> anyhow::Result<()> {
     }
     if log.items.page {
         log.write(&format!(
-            "guest_base  {:#x}\nstart    end      size     prot\n{}start_brk   0x{:08x}\nentry      0x{:08x}\nstart_stack 0x{:08x}\n",
+            "guest_base  {:#x}\n{}start_brk   0x{:08x}\nentry       0x{:08x}\nphdr        0x{:08x} ({} x {} bytes)\ninterp base 0x{:08x}\nstack       0x{:08x}-0x{:08x}\nstart_stack 0x{:08x}\n",
             space.base(),
             space.render_maps(),
             loaded.brk,
             loaded.prog_entry,
+            loaded.phdr,
+            loaded.phnum,
+            loaded.phent,
+            loaded.interp_base,
+            loaded.stack_low,
+            mmap::STACK_TOP,
             loaded.sp
         ));
     }
@@ -176,7 +182,6 @@ fn run(opts: options::Options) -> anyhow::Result<()> {
         robust_list: (0, 0),
         slot,
         saved_mask: None,
-        last_exception: None,
         proc: Arc::clone(&proc),
     };
     cpu::cpu_loop(&mut t, &proc);

@@ -38,14 +38,6 @@ pub const PIE_BASE: u32 = 0x5655_5000;
 pub enum Error {
     #[error("cannot reserve the 4 GiB guest address space: {0}")]
     Reserve(std::io::Error),
-    #[error("host mmap at guest address {addr:#x} (+{len:#x}) failed: {err}")]
-    HostMap {
-        addr: u32,
-        len: u64,
-        err: std::io::Error,
-    },
-    #[error("no free guest address range of {0:#x} bytes")]
-    NoSpace(u64),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -281,6 +273,7 @@ impl AddressSpace {
     }
 
     /// Maps fresh zeroed pages at [addr, addr+len).
+    #[allow(clippy::too_many_arguments)]
     pub fn map_anon(
         &self,
         v: &mut Vmas,
@@ -574,14 +567,6 @@ impl AddressSpace {
             )
         };
         Ok(())
-    }
-
-    /// Writes regardless of guest protections (the loader filling a
-    /// read-only segment); the host page must be writable, so this maps
-    /// through /proc/self/mem semantics is not needed: callers only use it
-    /// on pages they made writable.
-    pub fn fill_zero(&self, addr: u32, len: usize) -> std::result::Result<(), MemFault> {
-        self.write(addr, &vec![0u8; len])
     }
 
     pub fn fetch(&self, addr: u32, buf: &mut [u8]) -> std::result::Result<usize, MemFault> {

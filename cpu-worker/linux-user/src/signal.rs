@@ -4,8 +4,6 @@
 //! `struct rt_sigframe_ia32`, `struct sigcontext_32`, `struct
 //! _fpstate_32` and the compat `siginfo_t` of the kernel's UAPI headers).
 
-use std::sync::atomic::Ordering;
-
 use x86::mem::{Exception, MemFault};
 use x86::state::{self, CpuState, EAX, EBP, EBX, ECX, EDI, EDX, ESI, ESP};
 
@@ -14,8 +12,6 @@ use crate::task::{
     AltStack, CpuEnv, GuestSigaction, Process, Thread, SS_DISABLE, SS_ONSTACK, USER_CS, USER_DS,
 };
 
-pub const SIGHUP: usize = 1;
-pub const SIGINT: usize = 2;
 pub const SIGQUIT: usize = 3;
 pub const SIGILL: usize = 4;
 pub const SIGTRAP: usize = 5;
@@ -24,8 +20,6 @@ pub const SIGBUS: usize = 7;
 pub const SIGFPE: usize = 8;
 pub const SIGKILL: usize = 9;
 pub const SIGSEGV: usize = 11;
-pub const SIGPIPE: usize = 13;
-pub const SIGALRM: usize = 14;
 pub const SIGCHLD: usize = 17;
 pub const SIGCONT: usize = 18;
 pub const SIGSTOP: usize = 19;
@@ -41,8 +35,6 @@ pub const SIGSYS: usize = 31;
 pub const SIG_DFL: u32 = 0;
 pub const SIG_IGN: u32 = 1;
 
-pub const SA_NOCLDSTOP: u32 = 1;
-pub const SA_NOCLDWAIT: u32 = 2;
 pub const SA_SIGINFO: u32 = 4;
 pub const SA_RESTORER: u32 = 0x0400_0000;
 pub const SA_ONSTACK: u32 = 0x0800_0000;
@@ -50,9 +42,7 @@ pub const SA_RESTART: u32 = 0x1000_0000;
 pub const SA_NODEFER: u32 = 0x4000_0000;
 pub const SA_RESETHAND: u32 = 0x8000_0000;
 
-pub const SI_USER: i32 = 0;
 pub const SI_KERNEL: i32 = 0x80;
-pub const SI_TIMER: i32 = -2;
 pub const SEGV_MAPERR: i32 = 1;
 pub const SEGV_ACCERR: i32 = 2;
 pub const FPE_INTDIV: i32 = 1;
@@ -709,8 +699,4 @@ pub fn caught_by_default(sig: i32) -> bool {
 pub fn set_mask(t: &mut Thread, mask: u64) {
     t.sigmask = mask & !UNBLOCKABLE;
     hostsig::set_host_mask(t.sigmask);
-}
-
-pub fn exit_request_pending(t: &Thread) -> bool {
-    t.cpu.exit_request.0.load(Ordering::Acquire) != 0
 }

@@ -81,7 +81,6 @@ pub struct Thread {
     pub slot: &'static ThreadSlot,
     /// The signal mask to restore after rt_sigsuspend's handler runs.
     pub saved_mask: Option<u64>,
-    pub last_exception: Option<Exception>,
     pub proc: std::sync::Arc<Process>,
 }
 

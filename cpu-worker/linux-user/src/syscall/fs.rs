@@ -84,9 +84,10 @@ pub fn handle(c: &mut Ctx, n: u32) -> Option<R> {
         nr::DUP2 => simple(libc::SYS_dup2, [sx(a[0]), sx(a[1]), 0]),
         nr::DUP3 => simple(libc::SYS_dup3, [sx(a[0]), sx(a[1]), a[2] as usize]),
         nr::LSEEK => (|| {
+            let off = dir_seek_target(a[0] as i32, a[1] as i32 as i64, a[2]);
             let r = raw(
                 libc::SYS_lseek,
-                [sx(a[0]), sx(a[1]), a[2] as usize, 0, 0, 0],
+                [sx(a[0]), off as usize, a[2] as usize, 0, 0, 0],
             )?;
             if r > i32::MAX as usize {
                 return err(libc::EOVERFLOW);
@@ -94,7 +95,7 @@ pub fn handle(c: &mut Ctx, n: u32) -> Option<R> {
             Ok(r as u32)
         })(),
         nr::_LLSEEK => (|| {
-            let off = join64(a[2], a[1]);
+            let off = dir_seek_target(a[0] as i32, join64(a[2], a[1]) as i64, a[4]);
             let r = raw(
                 libc::SYS_lseek,
                 [sx(a[0]), off as usize, a[4] as usize, 0, 0, 0],
@@ -745,7 +746,7 @@ fn rw_vec(c: &mut Ctx, n: u32) -> R {
     for i in 0..cnt {
         let base = le32(&raw_iov, i * 8);
         let len = le32(&raw_iov, i * 8 + 4);
-        if len as i32 > i32::MAX || (len as i32) < 0 {
+        if (len as i32) < 0 {
             return err(libc::EINVAL);
         }
         let h = c.buf(base, len as usize)?;

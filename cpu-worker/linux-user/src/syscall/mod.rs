@@ -289,10 +289,6 @@ fn handle(c: &mut Ctx) -> R {
 pub struct Out(pub Vec<u8>);
 
 impl Out {
-    pub fn u8(&mut self, v: u8) -> &mut Self {
-        self.0.push(v);
-        self
-    }
     pub fn u16(&mut self, v: u16) -> &mut Self {
         self.0.extend(v.to_le_bytes());
         self

@@ -64,11 +64,10 @@ pub fn pre(p: &Process, tid: i32, n: u32, a: &[u32; 6]) {
     let sp = spec(n);
     let mut s = format!("{tid} {name}(");
     let count = if sp.is_empty() { 6 } else { sp.len() };
-    for i in 0..count {
+    for (i, &v) in a.iter().enumerate().take(count) {
         if i > 0 {
             s.push(',');
         }
-        let v = a[i];
         let kind = sp.as_bytes().get(i).copied().unwrap_or(b'x');
         match kind {
             b's' => {

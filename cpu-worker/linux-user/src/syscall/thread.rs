@@ -265,7 +265,6 @@ fn clone_thread(c: &mut Ctx, flags: u32, newsp: u32, ptid: u32, tls: u32, ctid: 
                 robust_list: (0, 0),
                 slot,
                 saved_mask: None,
-                last_exception: None,
                 proc: Arc::clone(&proc),
             };
             let _ = tx.send(tid);
