@@ -211,7 +211,11 @@ impl Elf {
             let start = page_down(va);
             let file_end = va + ph.filesz as u64;
             let mem_end = va + ph.memsz as u64;
-            if ph.filesz > ph.memsz || mem_end > 1 << 32 {
+            let file_len = self.file.metadata().map_or(0, |m| m.len());
+            if ph.filesz > ph.memsz
+                || mem_end > 1 << 32
+                || ph.offset as u64 + ph.filesz as u64 > file_len
+            {
                 return Err(Error::Bad {
                     path: self.path.clone(),
                     what: "segment sizes",
@@ -275,7 +279,7 @@ impl Elf {
                 path: self.path.clone(),
                 err,
             })?;
-            buf.truncate(n.max(len.min(n)));
+            buf.truncate(n);
             space.write(start as u32, &buf).map_err(|_| Error::Bad {
                 path: self.path.clone(),
                 what: "segment write",

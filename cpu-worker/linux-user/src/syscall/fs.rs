@@ -943,7 +943,7 @@ fn getdents64(c: &Ctx) -> R {
     let mut off = 0;
     while off + 19 <= n {
         let reclen = super::le16(&hb, off + 16) as usize;
-        if reclen == 0 || off + reclen > n {
+        if reclen < 19 || off + reclen > n {
             break;
         }
         let d_off = super::le64(&hb, off + 8);
@@ -959,7 +959,7 @@ fn getdents64(c: &Ctx) -> R {
 /// d_type in the last byte), built from getdents64.
 fn getdents_old(c: &Ctx) -> R {
     let a = c.a;
-    let count = a[2] as usize;
+    let count = (a[2] as usize).min(1 << 20);
     let mut hb = vec![0u8; count];
     let n = raw(
         libc::SYS_getdents64,
@@ -974,7 +974,7 @@ fn getdents_old(c: &Ctx) -> R {
         let doff = guest_dir_off(a[0] as i32, host_off);
         let reclen = super::le16(&hb, off + 16) as usize;
         let ty = hb[off + 18];
-        if reclen == 0 || off + reclen > n {
+        if reclen < 19 || off + reclen > n {
             break;
         }
         let name_end = hb[off + 19..off + reclen]

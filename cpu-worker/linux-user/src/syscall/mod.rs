@@ -104,6 +104,9 @@ impl Ctx<'_> {
     }
 
     pub fn read(&self, addr: u32, len: usize) -> Result<Vec<u8>, Sys> {
+        if len > 1 << 24 {
+            return err(libc::EINVAL);
+        }
         let mut v = vec![0u8; len];
         self.p.space.read(addr, &mut v)?;
         Ok(v)

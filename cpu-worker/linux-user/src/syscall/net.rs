@@ -259,6 +259,9 @@ fn build_msg(c: &Ctx, m: u32, for_recv: bool) -> Result<(HostMsg, [u8; 28]), Sys
     if iovlen > 1024 {
         return err(libc::EMSGSIZE);
     }
+    if controllen > 1 << 20 {
+        return err(libc::ENOBUFS);
+    }
     let raw_iov = c.read(iovp, iovlen * 8)?;
     let mut iov = Vec::with_capacity(iovlen);
     for i in 0..iovlen {

@@ -260,7 +260,7 @@ fn getres(c: &Ctx, n: u32) -> R {
 
 fn getgroups(c: &Ctx, narrow: bool) -> R {
     let size = c.a[0] as i32;
-    if size < 0 {
+    if !(0..=65536).contains(&size) {
         return err(libc::EINVAL);
     }
     let mut g = vec![0u32; size as usize];
