@@ -113,6 +113,36 @@ int main(void)
     fclose(maps);
     printf("found in maps=%d\n", found);
 
+    /* CPU exceptions other than page faults */
+    sigaction(SIGFPE, &sa, NULL);
+    sigaction(SIGTRAP, &sa, NULL);
+    sigaction(SIGILL, &sa, NULL);
+    base = 0;
+    if (sigsetjmp(env, 1) == 0) {
+        volatile int z = 0, q = 7 / z;
+        printf("div: no fault %d\n", q);
+    } else {
+        printf("div by zero: sig=%d code=%d\n", fault_sig, fault_code);
+    }
+    if (sigsetjmp(env, 1) == 0) {
+        __asm__ volatile("int3");
+        printf("int3: returned\n");
+    } else {
+        printf("int3: sig=%d code=%d\n", fault_sig, fault_code);
+    }
+    if (sigsetjmp(env, 1) == 0) {
+        __asm__ volatile("int $0x81");
+        printf("int 0x81: no fault\n");
+    } else {
+        printf("int 0x81: sig=%d code=%d addr=%ld\n", fault_sig, fault_code, (long)fault_addr);
+    }
+    if (sigsetjmp(env, 1) == 0) {
+        __asm__ volatile("hlt");
+        printf("hlt: no fault\n");
+    } else {
+        printf("hlt: sig=%d code=%d\n", fault_sig, fault_code);
+    }
+
     /* NULL dereference */
     base = 0;
     try_read("null", (char *)16);

@@ -3,6 +3,7 @@
  * pthread_self/gettid, a detached thread, thread exit values. */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
@@ -45,6 +46,17 @@ static void *waiter(void *arg)
     return (void *)(long)syscall(SYS_gettid);
 }
 
+static volatile long sig_tid;
+static void on_usr1(int s) { (void)s; sig_tid = syscall(SYS_gettid); }
+
+static void *sleeper(void *arg)
+{
+    (void)arg;
+    while (!sig_tid)
+        usleep(1000);
+    return (void *)(long)syscall(SYS_gettid);
+}
+
 int main(void)
 {
     pthread_t t[N];
@@ -68,6 +80,14 @@ int main(void)
     void *tid;
     pthread_join(w, &tid);
     printf("waiter tid differs from main: %d\n", (long)tid != syscall(SYS_gettid));
+    signal(SIGUSR1, on_usr1);
+    pthread_t sl;
+    pthread_create(&sl, NULL, sleeper, NULL);
+    usleep(20000);
+    pthread_kill(sl, SIGUSR1);
+    void *sltid;
+    pthread_join(sl, &sltid);
+    printf("pthread_kill reached the thread: %d\n", (long)sltid == sig_tid);
     printf("getpid same in thread group: %d\n", getpid() == syscall(SYS_getpid));
     return 0;
 }

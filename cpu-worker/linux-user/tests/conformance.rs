@@ -74,6 +74,8 @@ fn mmap_mprotect_faults() {
         r.stdout
     );
     assert!(r.stdout.contains("found in maps=1\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("div by zero: sig=8 code=1\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("int 0x81: sig=11 code=128 addr=0\n"), "{}", r.stdout);
 }
 
 #[test]
