@@ -172,3 +172,11 @@ fn strace_and_log_options() {
     assert_ne!(r.status, 0);
     assert!(r.stderr.contains("not implemented yet"), "{}", r.stderr);
 }
+
+#[test]
+fn bad_syscall_arguments() {
+    let p = build("badargs");
+    let r = same(&p, &[]);
+    assert!(r.stdout.contains("read bad     r=-1 errno=14\n"), "{}", r.stdout);
+    assert!(r.stdout.ends_with("survived\n"), "{}", r.stdout);
+}
