@@ -223,8 +223,9 @@ impl Log {
                         path: p.display().to_string(),
                         err,
                     })?;
-                // Keep the log out of the low fd numbers the guest uses.
-                Box::new(std::io::BufWriter::new(f))
+                // Unbuffered: a guest signal whose default action kills is
+                // left to the host kernel, and must not lose the log's tail.
+                Box::new(f)
             }
             None => Box::new(std::io::stderr()),
         };

@@ -74,8 +74,16 @@ fn mmap_mprotect_faults() {
         r.stdout
     );
     assert!(r.stdout.contains("found in maps=1\n"), "{}", r.stdout);
-    assert!(r.stdout.contains("div by zero: sig=8 code=1\n"), "{}", r.stdout);
-    assert!(r.stdout.contains("int 0x81: sig=11 code=128 addr=0\n"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("div by zero: sig=8 code=1\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("int 0x81: sig=11 code=128 addr=0\n"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -177,6 +185,10 @@ fn strace_and_log_options() {
 fn bad_syscall_arguments() {
     let p = build("badargs");
     let r = same(&p, &[]);
-    assert!(r.stdout.contains("read bad     r=-1 errno=14\n"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("read bad     r=-1 errno=14\n"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.ends_with("survived\n"), "{}", r.stdout);
 }
