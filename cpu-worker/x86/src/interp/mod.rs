@@ -112,6 +112,9 @@ pub fn exec<M: Memory, E: Env>(
         | Mnemonic::Lfence
         | Mnemonic::Mfence
         | Mnemonic::Sfence => Ok(Flow::Next),
+        // CET branch-target markers: hint NOPs (0F 1E) on a CPU without CET,
+        // which every i386 distribution binary starts its functions with.
+        Mnemonic::Endbr32 | Mnemonic::Endbr64 => Ok(Flow::Next),
         Mnemonic::Prefetchnta
         | Mnemonic::Prefetcht0
         | Mnemonic::Prefetcht1
