@@ -25,6 +25,21 @@ pub const P_WRITE: u8 = 2;
 pub const P_EXEC: u8 = 4;
 /// The page is mapped (possibly with no access: PROT_NONE).
 pub const P_MAPPED: u8 = 8;
+/// Translated code was made from the page: if it is writable, the host
+/// page is read-only until the first write, which is logged (the JIT then
+/// drops those translations; self-modifying code).
+pub const P_CODE: u8 = 16;
+
+/// Code-page writes kept for engines to catch up with; an engine further
+/// behind flushes everything.
+const CODE_LOG_MAX: usize = 1 << 16;
+
+#[derive(Default)]
+struct CodeLog {
+    /// Sequence number of `pages[0]`.
+    start: u64,
+    pages: std::collections::VecDeque<u32>,
+}
 
 /// Where the top-down mmap search starts: below the stack and its 128 MiB
 /// gap, as a native i386 process on x86_64 sees it (ld.so ends at f7ffe000).
@@ -156,6 +171,9 @@ pub struct AddressSpace {
     base: usize,
     pages: Box<[AtomicU8]>,
     vmas: Mutex<Vmas>,
+    code_log: Mutex<CodeLog>,
+    /// Code-page writes logged so far (a cheap "anything new?" check).
+    code_seq: std::sync::atomic::AtomicU64,
 }
 
 /// Host PROT_* for guest permission bits: x86 pages that can be written or
@@ -211,7 +229,82 @@ impl AddressSpace {
             base: p as usize,
             pages,
             vmas: Mutex::new(Vmas::default()),
+            code_log: Mutex::new(CodeLog::default()),
+            code_seq: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    fn log_code_write(&self, page: u32) {
+        let mut log = match self.code_log.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        log.pages.push_back(page);
+        if log.pages.len() > CODE_LOG_MAX {
+            log.pages.pop_front();
+            log.start += 1;
+        }
+        self.code_seq.fetch_add(1, Ordering::Release);
+    }
+
+    /// Marks `page` as holding translated code; a writable page becomes
+    /// read-only on the host so the next write is seen.
+    pub fn protect_code(&self, page: u32) {
+        let slot = &self.pages[(page & 0xf_ffff) as usize];
+        let f = slot.fetch_or(P_CODE, Ordering::AcqRel);
+        if f & P_CODE == 0 && f & P_WRITE != 0 {
+            // SAFETY: one page inside our reservation; guest memory is
+            // never a Rust object.
+            unsafe {
+                libc::mprotect(
+                    (self.base + ((page as usize) << 12)) as *mut libc::c_void,
+                    PAGE_SIZE,
+                    libc::PROT_READ,
+                );
+            }
+        }
+    }
+
+    /// A write is about to reach code page `page`: give the host page its
+    /// guest protection back and log the write.
+    fn unprotect_code(&self, page: u32) {
+        let slot = &self.pages[(page & 0xf_ffff) as usize];
+        let f = slot.fetch_and(!P_CODE, Ordering::AcqRel);
+        if f & P_CODE == 0 {
+            return;
+        }
+        // SAFETY: one page inside our reservation.
+        unsafe {
+            libc::mprotect(
+                (self.base + ((page as usize) << 12)) as *mut libc::c_void,
+                PAGE_SIZE,
+                host_prot(f & (P_READ | P_WRITE | P_EXEC)),
+            );
+        }
+        self.log_code_write(page);
+    }
+
+    /// Appends the code pages written since sequence number `*seq` and
+    /// moves it on; `u32::MAX` in `out` means "too many: flush all".
+    pub fn code_writes_since(&self, seq: &mut u64, out: &mut Vec<u32>) {
+        if self.code_seq.load(Ordering::Acquire) == *seq {
+            return;
+        }
+        let log = match self.code_log.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let end = log.start + log.pages.len() as u64;
+        if *seq < log.start {
+            out.push(u32::MAX);
+        } else {
+            out.extend(log.pages.iter().skip((*seq - log.start) as usize));
+        }
+        *seq = end;
+    }
+
+    pub fn code_seq(&self) -> u64 {
+        self.code_seq.load(Ordering::Acquire)
     }
 
     pub fn base(&self) -> usize {
@@ -236,7 +329,11 @@ impl AddressSpace {
 
     fn set_page_flags(&self, start: u64, end: u64, bits: u8) {
         for p in (start >> 12)..(end >> 12) {
-            self.pages[p as usize].store(bits, Ordering::Relaxed);
+            let old = self.pages[p as usize].swap(bits, Ordering::AcqRel);
+            if old & P_CODE != 0 {
+                // Remapped or reprotected code: its translations go.
+                self.log_code_write(p as u32);
+            }
         }
     }
 
@@ -421,6 +518,13 @@ impl AddressSpace {
             return Err(std::io::Error::from_raw_os_error(libc::EFAULT));
         };
         let vma = vma.clone();
+        // Code pages carry host write protection the move would keep:
+        // give them their guest protection first.
+        for p in (old as u64 >> 12)..((old as u64 + old_len) >> 12) {
+            if self.pages[(p & 0xf_ffff) as usize].load(Ordering::Relaxed) & P_CODE != 0 {
+                self.unprotect_code(p as u32);
+            }
+        }
         let old_h = self.base + old as usize;
         let new_h = self.base + new as usize;
         if new == old && new_len > old_len {
@@ -511,7 +615,11 @@ impl AddressSpace {
         let last = addr as u64 + len as u64 - 1;
         let mut p = (addr >> 12) as u64;
         while p <= last >> 12 {
-            let f = self.pages[(p & 0xf_ffff) as usize].load(Ordering::Relaxed);
+            let mut f = self.pages[(p & 0xf_ffff) as usize].load(Ordering::Relaxed);
+            if f & P_CODE != 0 && need & P_WRITE != 0 && f & P_WRITE != 0 {
+                self.unprotect_code(p as u32);
+                f &= !P_CODE;
+            }
             if f & need != need {
                 let at = if p == (addr >> 12) as u64 {
                     addr
