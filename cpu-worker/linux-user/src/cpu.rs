@@ -137,9 +137,59 @@ pub fn dump_cpu(cpu: &CpuState) -> String {
     s
 }
 
+const CACHE_SLOTS: usize = 4096;
+
+/// The interpreter's engine state: decoded instructions of read-only
+/// code, keyed by EIP, dropped whenever the mappings change (so code that
+/// is not writable cannot change under a cached decoding).
+pub struct Engine {
+    generation: u64,
+    tags: Vec<u32>,
+    insns: Vec<Instruction>,
+}
+
+impl Engine {
+    pub fn new() -> Self {
+        Engine {
+            generation: u64::MAX,
+            tags: vec![u32::MAX; CACHE_SLOTS],
+            insns: vec![Instruction::default(); CACHE_SLOTS],
+        }
+    }
+
+    fn decode(&mut self, cpu: &CpuState, mem: &mut GuestMemory) -> Result<Instruction, Exception> {
+        let g = mem.space.generation();
+        if g != self.generation {
+            self.tags.fill(u32::MAX);
+            self.generation = g;
+        }
+        let eip = cpu.eip;
+        let cacheable = cpu.segs[state::CS].base == 0;
+        let slot = ((eip ^ (eip >> 12)) as usize) & (CACHE_SLOTS - 1);
+        if cacheable && self.tags[slot] == eip {
+            return Ok(self.insns[slot]);
+        }
+        let insn = interp::decode(cpu, mem)?;
+        let last = eip.wrapping_add(insn.len() as u32).wrapping_sub(1);
+        let ro = |a: u32| mem.space.page_flags(a) & crate::mmap::P_WRITE == 0;
+        if cacheable && ro(eip) && ro(last) {
+            self.tags[slot] = eip;
+            self.insns[slot] = insn;
+        }
+        Ok(insn)
+    }
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Runs guest code until an exception or an exit request. This is the
 /// execution engine's entry: the interpreter now, translated code later.
 pub fn run_cpu(
+    engine: &mut Engine,
     cpu: &mut CpuState,
     mem: &mut GuestMemory,
     env: &mut CpuEnv,
@@ -152,7 +202,7 @@ pub fn run_cpu(
         if cpu.exit_request.0.load(Ordering::Relaxed) != 0 {
             return Stop::ExitRequest;
         }
-        let insn = match interp::decode(cpu, mem) {
+        let insn = match engine.decode(cpu, mem) {
             Ok(i) => i,
             Err(e) => return Stop::Exception(e),
         };
@@ -196,6 +246,7 @@ fn run_traced(
 
 /// Runs a guest thread until it exits.
 pub fn cpu_loop(t: &mut Thread, proc: &Process) {
+    let mut engine = Engine::new();
     let mut tracer = if proc.log.items.per_block() {
         Some(Tracer::new(&proc.log))
     } else {
@@ -205,7 +256,7 @@ pub fn cpu_loop(t: &mut Thread, proc: &Process) {
         let stop = {
             let mut mem = GuestMemory { space: &proc.space };
             let mut env = CpuEnv { gdt: t.cpu.gdt };
-            run_cpu(&mut t.cpu, &mut mem, &mut env, tracer.as_mut())
+            run_cpu(&mut engine, &mut t.cpu, &mut mem, &mut env, tracer.as_mut())
         };
         match stop {
             Stop::ExitRequest => {

@@ -168,6 +168,9 @@ impl Vmas {
 }
 
 pub struct AddressSpace {
+    /// Bumped by every change of the mapping table: cached decodings of
+    /// read-only code stay valid while it is unchanged.
+    generation: std::sync::atomic::AtomicU64,
     base: usize,
     pages: Box<[AtomicU8]>,
     vmas: Mutex<Vmas>,
@@ -226,6 +229,7 @@ impl AddressSpace {
         }
         let pages = (0..PAGES).map(|_| AtomicU8::new(0)).collect();
         Ok(AddressSpace {
+            generation: std::sync::atomic::AtomicU64::new(0),
             base: p as usize,
             pages,
             vmas: Mutex::new(Vmas::default()),
@@ -327,7 +331,12 @@ impl AddressSpace {
         self.pages[(a >> 12) as usize].load(Ordering::Relaxed)
     }
 
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     fn set_page_flags(&self, start: u64, end: u64, bits: u8) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         for p in (start >> 12)..(end >> 12) {
             let old = self.pages[p as usize].swap(bits, Ordering::AcqRel);
             if old & P_CODE != 0 {
@@ -646,6 +655,29 @@ impl AddressSpace {
             return self.read(0, b);
         }
         self.check(addr, buf.len(), P_READ)?;
+        let h = self.base + addr as usize;
+        // SAFETY (all arms): the range is inside the reservation and mapped
+        // readable (checked above); guest memory is never a Rust object.
+        match buf.len() {
+            1 => {
+                // SAFETY: see above.
+                buf[0] = unsafe { std::ptr::read(h as *const u8) };
+                return Ok(());
+            }
+            2 => {
+                // SAFETY: see above.
+                let v = unsafe { std::ptr::read_unaligned(h as *const [u8; 2]) };
+                buf.copy_from_slice(&v);
+                return Ok(());
+            }
+            4 => {
+                // SAFETY: see above.
+                let v = unsafe { std::ptr::read_unaligned(h as *const [u8; 4]) };
+                buf.copy_from_slice(&v);
+                return Ok(());
+            }
+            _ => {}
+        }
         // SAFETY: the range is inside the reservation and mapped readable
         // (checked above); guest memory is never a Rust object.
         unsafe {
@@ -666,6 +698,22 @@ impl AddressSpace {
             return self.write(0, b);
         }
         self.check(addr, data.len(), P_WRITE)?;
+        let h = self.base + addr as usize;
+        match data.len() {
+            1 => {
+                // SAFETY: inside the reservation and mapped writable (checked).
+                unsafe { std::ptr::write(h as *mut u8, data[0]) };
+                return Ok(());
+            }
+            4 => {
+                let mut v = [0u8; 4];
+                v.copy_from_slice(data);
+                // SAFETY: inside the reservation and mapped writable (checked).
+                unsafe { std::ptr::write_unaligned(h as *mut [u8; 4], v) };
+                return Ok(());
+            }
+            _ => {}
+        }
         // SAFETY: inside the reservation and mapped writable (checked).
         unsafe {
             std::ptr::copy_nonoverlapping(
