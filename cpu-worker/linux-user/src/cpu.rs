@@ -137,46 +137,64 @@ pub fn dump_cpu(cpu: &CpuState) -> String {
     s
 }
 
-const CACHE_SLOTS: usize = 4096;
-
-/// The interpreter's engine state: decoded instructions of read-only
-/// code, keyed by EIP, dropped whenever the mappings change (so code that
-/// is not writable cannot change under a cached decoding).
+/// The execution engine of one guest thread: x86's interpreter for cold
+/// code and Cranelift translation of hot blocks, with this thread's cursor
+/// into the address space's log of code-page writes.
 pub struct Engine {
-    generation: u64,
-    tags: Vec<u32>,
-    insns: Vec<Instruction>,
+    pub jit: x86::jit::Engine,
+    code_seq: u64,
 }
 
 impl Engine {
     pub fn new() -> Self {
-        Engine {
-            generation: u64::MAX,
-            tags: vec![u32::MAX; CACHE_SLOTS],
-            insns: vec![Instruction::default(); CACHE_SLOTS],
+        let mut jit = x86::jit::Engine::new();
+        if std::env::var_os("RQEMU_NOJIT").is_some() {
+            jit.interpret_only = true;
         }
+        Engine { jit, code_seq: 0 }
     }
+}
 
-    fn decode(&mut self, cpu: &CpuState, mem: &mut GuestMemory) -> Result<Instruction, Exception> {
-        let g = mem.space.generation();
-        if g != self.generation {
-            self.tags.fill(u32::MAX);
-            self.generation = g;
-        }
-        let eip = cpu.eip;
-        let cacheable = cpu.segs[state::CS].base == 0;
-        let slot = ((eip ^ (eip >> 12)) as usize) & (CACHE_SLOTS - 1);
-        if cacheable && self.tags[slot] == eip {
-            return Ok(self.insns[slot]);
-        }
-        let insn = interp::decode(cpu, mem)?;
-        let last = eip.wrapping_add(insn.len() as u32).wrapping_sub(1);
-        let ro = |a: u32| mem.space.page_flags(a) & crate::mmap::P_WRITE == 0;
-        if cacheable && ro(eip) && ro(last) {
-            self.tags[slot] = eip;
-            self.insns[slot] = insn;
-        }
-        Ok(insn)
+/// The JIT's view of the guest memory: direct access at `base + addr`,
+/// code-page write protection and the write log (mmap.rs).
+struct JitMemory<'a, 'b> {
+    mem: &'a mut GuestMemory<'b>,
+    code_seq: &'a mut u64,
+}
+
+impl x86::mem::Memory for JitMemory<'_, '_> {
+    fn read(&mut self, addr: u32, buf: &mut [u8]) -> Result<(), x86::mem::MemFault> {
+        self.mem.read(addr, buf)
+    }
+    fn write(&mut self, addr: u32, data: &[u8]) -> Result<(), x86::mem::MemFault> {
+        self.mem.write(addr, data)
+    }
+    fn fetch(&mut self, addr: u32, buf: &mut [u8]) -> Result<usize, x86::mem::MemFault> {
+        self.mem.fetch(addr, buf)
+    }
+    fn cmpxchg(
+        &mut self,
+        addr: u32,
+        expected: &[u8],
+        new: &[u8],
+        old: &mut [u8],
+    ) -> Result<bool, x86::mem::MemFault> {
+        self.mem.cmpxchg(addr, expected, new, old)
+    }
+}
+
+impl x86::jit::DirectMemory for JitMemory<'_, '_> {
+    fn host_base(&self) -> *mut u8 {
+        self.mem.space.base() as *mut u8
+    }
+    fn protect_code(&mut self, page: u32) {
+        self.mem.space.protect_code(page);
+    }
+    fn take_code_writes(&mut self, out: &mut Vec<u32>) {
+        self.mem.space.code_writes_since(self.code_seq, out);
+    }
+    fn take_fault(&mut self) -> Option<x86::mem::MemFault> {
+        None
     }
 }
 
@@ -186,8 +204,8 @@ impl Default for Engine {
     }
 }
 
-/// Runs guest code until an exception or an exit request. This is the
-/// execution engine's entry: the interpreter now, translated code later.
+/// Runs guest code until an exception or an exit request (the engine: the
+/// interpreter for cold code, translated code for hot blocks).
 pub fn run_cpu(
     engine: &mut Engine,
     cpu: &mut CpuState,
@@ -198,17 +216,13 @@ pub fn run_cpu(
     if let Some(tr) = tracer {
         return run_traced(cpu, mem, env, tr);
     }
-    loop {
-        if cpu.exit_request.0.load(Ordering::Relaxed) != 0 {
-            return Stop::ExitRequest;
-        }
-        let insn = match engine.decode(cpu, mem) {
-            Ok(i) => i,
-            Err(e) => return Stop::Exception(e),
-        };
-        if let Err(e) = interp::step(cpu, mem, env, &insn) {
-            return Stop::Exception(e);
-        }
+    let mut jm = JitMemory {
+        mem,
+        code_seq: &mut engine.code_seq,
+    };
+    match engine.jit.run(cpu, &mut jm, env) {
+        x86::jit::Stop::Exception(e) => Stop::Exception(e),
+        x86::jit::Stop::Interrupted => Stop::ExitRequest,
     }
 }
 

@@ -194,7 +194,7 @@ pub fn poke_all() {
     }
 }
 
-extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, _uc: *mut libc::c_void) {
+extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     let mut raw = [0u32; INFO_WORDS];
     if !info.is_null() {
         // SAFETY: the kernel passes a valid siginfo_t of 128 bytes.
@@ -206,6 +206,15 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, _uc: *mut li
         sig,
         libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP
     ) && code > 0;
+    if sync_fault && matches!(sig, libc::SIGSEGV | libc::SIGBUS) {
+        // A guest access from translated code (an unmapped or protected
+        // page, or a write to a page holding translated code): leave the
+        // block; the engine re-runs the instruction in the interpreter.
+        // SAFETY: `uc` is the context the kernel passed to this handler.
+        if unsafe { x86::jit::recover_from_fault(uc, x86::jit::translate::EXIT_FAULT) } {
+            return;
+        }
+    }
     if sync_fault {
         // A fault in the emulator itself: a bug, or guest memory changed
         // under a host access by another guest thread. Die of it.

@@ -262,7 +262,7 @@ impl AddressSpace {
             unsafe {
                 libc::mprotect(
                     (self.base + ((page as usize) << 12)) as *mut libc::c_void,
-                    PAGE_SIZE,
+                    PAGE_SIZE as usize,
                     libc::PROT_READ,
                 );
             }
@@ -281,7 +281,7 @@ impl AddressSpace {
         unsafe {
             libc::mprotect(
                 (self.base + ((page as usize) << 12)) as *mut libc::c_void,
-                PAGE_SIZE,
+                PAGE_SIZE as usize,
                 host_prot(f & (P_READ | P_WRITE | P_EXEC)),
             );
         }
@@ -307,10 +307,6 @@ impl AddressSpace {
         *seq = end;
     }
 
-    pub fn code_seq(&self) -> u64 {
-        self.code_seq.load(Ordering::Acquire)
-    }
-
     pub fn base(&self) -> usize {
         self.base
     }
@@ -329,10 +325,6 @@ impl AddressSpace {
 
     pub fn page_flags(&self, a: u32) -> u8 {
         self.pages[(a >> 12) as usize].load(Ordering::Relaxed)
-    }
-
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
     }
 
     fn set_page_flags(&self, start: u64, end: u64, bits: u8) {

@@ -192,3 +192,15 @@ fn bad_syscall_arguments() {
     );
     assert!(r.stdout.ends_with("survived\n"), "{}", r.stdout);
 }
+
+#[test]
+fn self_modifying_code() {
+    // Hot code rewritten in place (so translated first), and a store into
+    // the next instruction of the running block.
+    let p = build("smc");
+    let n = native(&p, &[]);
+    let e = emulated(&p, &[]);
+    assert_eq!(e.stdout, n.stdout, "emulated stderr: {}", e.stderr);
+    assert_eq!(e.status, n.status);
+    assert!(e.stdout.contains("total 2400"), "{}", e.stdout);
+}

@@ -297,6 +297,19 @@ impl Engine {
         });
     }
 
+    /// Drops the translations of the pages in `code_writes` (`u32::MAX`:
+    /// all of them).
+    fn apply_code_writes(&mut self) {
+        if self.code_writes.contains(&u32::MAX) {
+            self.code_writes.clear();
+            self.flush();
+            return;
+        }
+        while let Some(p) = self.code_writes.pop() {
+            self.invalidate_page(p);
+        }
+    }
+
     /// Drops the translations made from guest page `page`.
     pub fn invalidate_page(&mut self, page: u32) {
         if let Some(list) = self.page_blocks.remove(&page) {
@@ -342,8 +355,8 @@ impl Engine {
             // while this borrow lives.
             let m = unsafe { &mut *rctx.mem };
             m.take_code_writes(&mut self.code_writes);
-            while let Some(p) = self.code_writes.pop() {
-                self.invalidate_page(p);
+            if !self.code_writes.is_empty() {
+                self.apply_code_writes();
             }
             let eip = cpu.eip;
             let slot = (eip as usize) & (FRONT_CACHE - 1);
@@ -428,9 +441,7 @@ impl Engine {
                     // SAFETY: as above.
                     let m = unsafe { &mut *rctx.mem };
                     m.take_code_writes(&mut self.code_writes);
-                    while let Some(p) = self.code_writes.pop() {
-                        self.invalidate_page(p);
-                    }
+                    self.apply_code_writes();
                     let r = interp::decode(cpu, m).and_then(|i| interp::step(cpu, m, env, &i));
                     self.stats.interp_insns += 1;
                     if let Err(e) = r {
