@@ -220,10 +220,11 @@ pub fn run_cpu(
         mem,
         code_seq: &mut engine.code_seq,
     };
-    match engine.jit.run(cpu, &mut jm, env) {
+    let r = match engine.jit.run(cpu, &mut jm, env) {
         x86::jit::Stop::Exception(e) => Stop::Exception(e),
         x86::jit::Stop::Interrupted => Stop::ExitRequest,
-    }
+    };
+    r
 }
 
 fn run_traced(
@@ -261,6 +262,8 @@ fn run_traced(
 /// Runs a guest thread until it exits.
 pub fn cpu_loop(t: &mut Thread, proc: &Process) {
     let mut engine = Engine::new();
+    engine.jit.dump_ir = proc.log.items.op;
+    engine.jit.dump_asm = proc.log.items.out_asm;
     let mut tracer = if proc.log.items.per_block() {
         Some(Tracer::new(&proc.log))
     } else {
@@ -272,6 +275,9 @@ pub fn cpu_loop(t: &mut Thread, proc: &Process) {
             let mut env = CpuEnv { gdt: t.cpu.gdt };
             run_cpu(&mut engine, &mut t.cpu, &mut mem, &mut env, tracer.as_mut())
         };
+        for d in engine.jit.dumps.drain(..) {
+            proc.log.write(&d);
+        }
         match stop {
             Stop::ExitRequest => {
                 t.cpu.exit_request.0.store(0, Ordering::Release);

@@ -25,6 +25,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogItems {
+    pub out_asm: bool,
+    pub op: bool,
     pub in_asm: bool,
     pub int: bool,
     pub exec: bool,
@@ -46,8 +48,8 @@ impl LogItems {
 const ITEMS: &[(&str, &str, Status)] = &[
     (
         "out_asm",
-        "show generated host assembly code for each compiled TB (needs the JIT: not available yet)",
-        Status::Jit,
+        "show generated host assembly code for each compiled TB",
+        Status::Ok,
     ),
     (
         "in_asm",
@@ -56,17 +58,17 @@ const ITEMS: &[(&str, &str, Status)] = &[
     ),
     (
         "op",
-        "show micro ops for each compiled TB (needs the JIT: not available yet)",
-        Status::Jit,
+        "show micro ops (Cranelift IR) for each compiled TB",
+        Status::Ok,
     ),
     (
         "op_opt",
-        "show micro ops after optimization (needs the JIT: not available yet)",
+        "show micro ops after optimization (not available: Cranelift optimizes while compiling)",
         Status::Jit,
     ),
     (
         "op_ind",
-        "show micro ops before indirect lowering (needs the JIT: not available yet)",
+        "show micro ops before indirect lowering (not available)",
         Status::Jit,
     ),
     (
@@ -175,7 +177,19 @@ pub fn parse_items(spec: &str) -> Result<Parsed> {
             return Ok(Parsed::Help(help()));
         }
         if name == "all" {
-            return Err(Error::NeedsJit("all (includes out_asm and op)".into()));
+            it = LogItems {
+                out_asm: true,
+                op: true,
+                in_asm: true,
+                int: true,
+                exec: true,
+                cpu: true,
+                unimp: true,
+                strace: true,
+                page: true,
+                guest_errors: true,
+            };
+            continue;
         }
         if name.starts_with("trace:") {
             return Err(Error::NotImplemented(name.into()));
@@ -189,6 +203,8 @@ pub fn parse_items(spec: &str) -> Result<Parsed> {
             Status::Ok => {}
         }
         match name {
+            "out_asm" => it.out_asm = true,
+            "op" => it.op = true,
             "in_asm" => it.in_asm = true,
             "int" => it.int = true,
             "exec" => it.exec = true,

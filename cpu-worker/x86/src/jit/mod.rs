@@ -130,6 +130,11 @@ pub struct Engine {
     /// Blocks to dispatch before `run` returns `Stop::Interrupted` (tests
     /// and single-stepping); `u64::MAX` for no limit.
     pub block_budget: u64,
+    /// Record the Cranelift IR (`-d op`) and the host code (`-d out_asm`)
+    /// of each translated block in `dumps`, for the caller to log.
+    pub dump_ir: bool,
+    pub dump_asm: bool,
+    pub dumps: Vec<String>,
 }
 
 fn new_module() -> Result<JITModule, String> {
@@ -268,6 +273,9 @@ impl Engine {
             interpret_only,
             hot_threshold: HOT_THRESHOLD,
             block_budget: u64::MAX,
+            dump_ir: false,
+            dump_asm: false,
+            dumps: Vec::new(),
         }
     }
 
@@ -537,10 +545,24 @@ impl Engine {
             t.finish();
             b.finalize(tcfg);
         }
+        if self.dump_ir {
+            self.dumps.push(format!(
+                "OP: block at 0x{start:08x} ({} guest instructions)\n{}\n",
+                insns.len(),
+                self.ctx.func.display()
+            ));
+        }
+        self.ctx.set_disasm(self.dump_asm);
         let id = module
             .declare_anonymous_function(&sig)
             .map_err(|_| Exception::InvalidOpcode)?;
         let defined = module.define_function(id, &mut self.ctx);
+        if self.dump_asm {
+            if let Some(text) = self.ctx.compiled_code().and_then(|c| c.vcode.clone()) {
+                self.dumps
+                    .push(format!("OUT: block at 0x{start:08x}\n{text}\n"));
+            }
+        }
         let size = self
             .ctx
             .compiled_code()

@@ -96,6 +96,8 @@ pub struct Translator<'a, 'b> {
     eip_in_state: Option<u32>,
     /// Flags of the current instruction some later one reads.
     flags_needed: u32,
+    /// Flags some later instruction may read (iced-x86 RflagsBits).
+    live_after: u32,
     exit: Block,
     step_sig: cranelift_codegen::ir::SigRef,
     cond_sig: cranelift_codegen::ir::SigRef,
@@ -178,7 +180,13 @@ pub fn lowered(insn: &Instruction) -> bool {
             insn.op_count() == 1
                 || matches!(insn.op_kind(1), OpKind::Immediate8) && insn.immediate8() & 0x1f != 0
         }
-        Mnemonic::Imul => insn.op_count() >= 2,
+        Mnemonic::Imul => insn.op_count() >= 2 || op_bytes(insn, 0) == 4,
+        Mnemonic::Mul => op_bytes(insn, 0) == 4,
+        Mnemonic::Shld | Mnemonic::Shrd => {
+            op_bytes(insn, 0) == 4
+                && insn.op_kind(2) == OpKind::Immediate8
+                && insn.immediate8() & 0x1f != 0
+        }
         Mnemonic::Adc | Mnemonic::Sbb => true,
         Mnemonic::Rol | Mnemonic::Ror => {
             // Constant counts; the flags (CF, OF) only when nobody reads
@@ -205,9 +213,9 @@ const ARITH: u32 = 0x3f;
 ///
 /// Shifts and rotates by CL leave the flags alone when the count is zero,
 /// so they count as reading what they write.
-pub fn flag_liveness(insns: &[Instruction]) -> Vec<u32> {
+pub fn flag_liveness(insns: &[Instruction]) -> Vec<(u32, u32)> {
     let mut live = ARITH;
-    let mut needed = vec![0u32; insns.len()];
+    let mut needed = vec![(0u32, 0u32); insns.len()];
     for (i, insn) in insns.iter().enumerate().rev() {
         // Flags left "undefined" keep their old values on real CPUs (and in
         // the interpreter): they do not end the life of earlier flags.
@@ -231,7 +239,7 @@ pub fn flag_liveness(insns: &[Instruction]) -> Vec<u32> {
         if variable_count && insn.op_count() >= 2 {
             read |= modified;
         }
-        needed[i] = modified & live;
+        needed[i] = (modified & live, live);
         live = (live & !modified) | read;
     }
     needed
@@ -332,6 +340,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             flags_dirty: false,
             eip_in_state: None,
             flags_needed: ARITH,
+            live_after: ARITH,
             exit,
             step_sig,
             cond_sig,
@@ -703,6 +712,18 @@ impl<'a, 'b> Translator<'a, 'b> {
         let logic = kind == CcOp::Logic as u32;
         let add = kind == CcOp::Add as u32;
         let incdec = kind == CcOp::Inc as u32 || kind == CcOp::Dec as u32;
+        if kind == CcOp::Eflags as u32 {
+            return Some(self.eflags_condition(p.src, pair));
+        }
+        if incdec && (pair == 1 || pair == 3) {
+            // INC/DEC keep CF: it is in the record's src.
+            let c = self.b.ins().icmp_imm_u(IntCC::NotEqual, p.src, 0);
+            if pair == 1 {
+                return Some(c);
+            }
+            let z = self.b.ins().icmp_imm_u(IntCC::Equal, p.dst, 0);
+            return Some(self.b.ins().bor(c, z));
+        }
         if !(sub || logic || add || incdec) {
             return None;
         }
@@ -757,6 +778,39 @@ impl<'a, 'b> Translator<'a, 'b> {
         })
     }
 
+    /// A condition pair (see `fast_condition`) from materialized EFLAGS bits.
+    fn eflags_condition(&mut self, f: Value, pair: u8) -> Value {
+        let bit = |t: &mut Self, n: u32| {
+            let v = t.b.ins().ushr_imm_u(f, n as i64);
+            t.b.ins().band_imm_u(v, 1)
+        };
+        let v = match pair {
+            0 => bit(self, 11),
+            1 => bit(self, 0),
+            2 => bit(self, 6),
+            3 => {
+                let c = bit(self, 0);
+                let z = bit(self, 6);
+                self.b.ins().bor(c, z)
+            }
+            4 => bit(self, 7),
+            5 => bit(self, 2),
+            6 | 7 => {
+                let sflag = bit(self, 7);
+                let o = bit(self, 11);
+                let l = self.b.ins().bxor(sflag, o);
+                if pair == 6 {
+                    l
+                } else {
+                    let z = bit(self, 6);
+                    self.b.ins().bor(l, z)
+                }
+            }
+            _ => bit(self, 0),
+        };
+        self.b.ins().icmp_imm_u(IntCC::NotEqual, v, 0)
+    }
+
     /// Runs `insn` through the interpreter helper. Returns true if the block
     /// must end after it (it may have changed EIP).
     fn call_step(&mut self, insn: &Instruction, insn_ptr: *const Instruction) {
@@ -783,11 +837,12 @@ impl<'a, 'b> Translator<'a, 'b> {
         insn: &Instruction,
         insn_ptr: *const Instruction,
         last: bool,
-        flags_needed: u32,
+        (flags_needed, live_after): (u32, u32),
     ) -> bool {
         let eip = insn.ip32();
         let next = insn.next_ip32();
         self.flags_needed = flags_needed;
+        self.live_after = live_after;
         if !lowered(insn) {
             self.call_step(insn, insn_ptr);
             let flow = insn.flow_control();
@@ -801,7 +856,11 @@ impl<'a, 'b> Translator<'a, 'b> {
             return true;
         }
         let m = insn.mnemonic();
-        if matches!(m, Mnemonic::Rol | Mnemonic::Ror) && flags_needed != 0 {
+        if matches!(
+            m,
+            Mnemonic::Rol | Mnemonic::Ror | Mnemonic::Shld | Mnemonic::Shrd
+        ) && flags_needed != 0
+        {
             // Rotates keep SF/ZF/AF/PF: their flags go through the
             // interpreter when something reads them.
             self.call_step(insn, insn_ptr);
@@ -844,6 +903,51 @@ impl<'a, 'b> Translator<'a, 'b> {
                     self.mask(v, bytes)
                 };
                 self.write_op(insn, 0, addr, r);
+            }
+            Mnemonic::Shld | Mnemonic::Shrd => {
+                let c = (insn.immediate8() & 0x1f) as i64;
+                let (a, addr) = self.read_rmw(insn);
+                let src = self.read_op(insn, 1);
+                let r = if m == Mnemonic::Shld {
+                    let hi = self.b.ins().ishl_imm_u(a, c);
+                    let lo = self.b.ins().ushr_imm_u(src, 32 - c);
+                    self.b.ins().bor(hi, lo)
+                } else {
+                    let lo = self.b.ins().ushr_imm_u(a, c);
+                    let hi = self.b.ins().ishl_imm_u(src, 32 - c);
+                    self.b.ins().bor(hi, lo)
+                };
+                self.write_op(insn, 0, addr, r);
+            }
+            Mnemonic::Mul | Mnemonic::Imul if insn.op_count() == 1 => {
+                let src = self.read_op(insn, 0);
+                let a = self.reg32(crate::state::EAX);
+                let (a64, b64) = if m == Mnemonic::Mul {
+                    (self.b.ins().uextend(I64, a), self.b.ins().uextend(I64, src))
+                } else {
+                    (self.b.ins().sextend(I64, a), self.b.ins().sextend(I64, src))
+                };
+                let p = self.b.ins().imul(a64, b64);
+                let lo = self.b.ins().ireduce(I32, p);
+                let hi64 = self.b.ins().ushr_imm_u(p, 32);
+                let hi = self.b.ins().ireduce(I32, hi64);
+                self.set_reg32(crate::state::EAX, lo);
+                self.set_reg32(crate::state::EDX, hi);
+                if self.flags_needed != 0 {
+                    // CF = OF = the high half is significant.
+                    let over = if m == Mnemonic::Mul {
+                        self.b.ins().icmp_imm_u(IntCC::NotEqual, hi, 0)
+                    } else {
+                        let back = self.b.ins().sextend(I64, lo);
+                        self.b.ins().icmp(IntCC::NotEqual, back, p)
+                    };
+                    let over = self.b.ins().uextend(I32, over);
+                    let cfof = self
+                        .b
+                        .ins()
+                        .imul_imm_u(over, (crate::state::CF | crate::state::OF) as i64);
+                    self.eager_flags_with_szp(cfof, lo, 4);
+                }
             }
             Mnemonic::Bswap => {
                 let a = self.read_reg(insn.op_register(0));
@@ -973,8 +1077,13 @@ impl<'a, 'b> Translator<'a, 'b> {
             Mnemonic::Inc | Mnemonic::Dec => {
                 let bytes = op_bytes(insn, 0);
                 let (a, addr) = self.read_rmw(insn);
-                // INC/DEC keep CF: take it from the current flags.
-                let cf = self.carry_flag();
+                // INC/DEC keep CF: take it from the current flags, unless
+                // nothing reads CF before it is written again.
+                let cf = if self.flags_needed != 0 && self.live_after & 0x10 != 0 {
+                    self.carry_flag()
+                } else {
+                    self.iconst(0)
+                };
                 let r = if m == Mnemonic::Inc {
                     self.b.ins().iadd_imm_s(a, 1)
                 } else {
