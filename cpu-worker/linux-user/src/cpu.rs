@@ -151,6 +151,12 @@ impl Engine {
         if std::env::var_os("RQEMU_NOJIT").is_some() {
             jit.interpret_only = true;
         }
+        if let Some(n) = std::env::var("RQEMU_JIT_THRESHOLD")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            jit.hot_threshold = n;
+        }
         Engine { jit, code_seq: 0 }
     }
 }
@@ -220,11 +226,10 @@ pub fn run_cpu(
         mem,
         code_seq: &mut engine.code_seq,
     };
-    let r = match engine.jit.run(cpu, &mut jm, env) {
+    match engine.jit.run(cpu, &mut jm, env) {
         x86::jit::Stop::Exception(e) => Stop::Exception(e),
         x86::jit::Stop::Interrupted => Stop::ExitRequest,
-    };
-    r
+    }
 }
 
 fn run_traced(
