@@ -55,7 +55,7 @@ pub enum Stop {
 }
 
 /// Executions of a block in the interpreter before it is translated.
-const HOT_THRESHOLD: u32 = 32;
+const HOT_THRESHOLD: u32 = 100;
 /// Guest instructions per block at most.
 const MAX_BLOCK_INSNS: usize = 64;
 /// Code generated per generation before the cache is flushed.
@@ -140,6 +140,17 @@ pub struct Engine {
 fn new_module() -> Result<JITModule, String> {
     let mut flags = settings::builder();
     flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
+    // The IR verifier costs more than the compilation of a small block.
+    flags
+        .set(
+            "enable_verifier",
+            if cfg!(debug_assertions) {
+                "true"
+            } else {
+                "false"
+            },
+        )
+        .map_err(|e| e.to_string())?;
     // Tail calls (block chaining) need frame pointers on x86-64.
     flags
         .set("preserve_frame_pointers", "true")
@@ -248,16 +259,10 @@ impl Default for Engine {
 
 impl Engine {
     pub fn new() -> Self {
-        let (module, interpret_only) = match new_module() {
-            Ok(m) => (Some(m), false),
-            Err(_) => (None, true),
-        };
-        let ctx = module
-            .as_ref()
-            .map(|m| m.make_context())
-            .unwrap_or_else(Context::new);
+        // The Cranelift module is made when the first block gets hot: short
+        // programs never pay for it.
         Engine {
-            module,
+            module: None,
             generation_bytes: 0,
             blocks: HashMap::new(),
             counts: HashMap::new(),
@@ -266,11 +271,11 @@ impl Engine {
             dead: Vec::new(),
             shim: std::ptr::null(),
             front: vec![FRONT_EMPTY; FRONT_CACHE].into_boxed_slice(),
-            ctx,
+            ctx: Context::new(),
             fctx: FunctionBuilderContext::new(),
             code_writes: Vec::new(),
             stats: Stats::default(),
-            interpret_only,
+            interpret_only: false,
             hot_threshold: HOT_THRESHOLD,
             block_budget: u64::MAX,
             dump_ir: false,
@@ -292,10 +297,6 @@ impl Engine {
             // SAFETY: no translated code runs (we are in the dispatcher)
             // and every pointer into it was dropped just above.
             unsafe { m.free_memory() };
-        }
-        self.module = new_module().ok();
-        if self.module.is_none() {
-            self.interpret_only = true;
         }
         self.generation_bytes = 0;
         self.stats.flushes += 1;
@@ -486,6 +487,15 @@ impl Engine {
     ) -> Result<(), Exception> {
         if self.generation_bytes > GENERATION_BYTES {
             self.flush();
+        }
+        if self.module.is_none() {
+            match new_module() {
+                Ok(m) => self.module = Some(m),
+                Err(_) => {
+                    self.interpret_only = true;
+                    return Err(Exception::InvalidOpcode);
+                }
+            }
         }
         let Some(module) = self.module.as_mut() else {
             return Err(Exception::InvalidOpcode);
