@@ -133,6 +133,7 @@ fn both(code: &[u8], setup: impl Fn(&mut CpuState, &mut Space)) -> (CpuState, Cp
         setup(&mut cpu, &mut mem);
         let mut e = Engine::new();
         e.interpret_only = !jit;
+        e.hot_threshold = 32;
         let r = e.run(&mut cpu, &mut mem, &mut NoEnv);
         assert_eq!(r, Stop::Exception(Exception::Breakpoint));
         if jit {
