@@ -128,19 +128,16 @@ pub fn same(prog: &Path, args: &[&str]) -> Run {
 }
 
 /// Busybox from Debian's busybox-static:i386 and the -L root, fetched by
-/// the shared fetch script; None (and a message) when it cannot be fetched.
+/// the fetch script (tests/bench/user); None (and a message) when it cannot
+/// be fetched.
 pub fn debian_user_dir() -> Option<PathBuf> {
     let scratch = std::env::var("SCRATCH").unwrap_or_else(|_| "/tmp/rqemu-scratch".into());
     let w = PathBuf::from(scratch).join("user");
     if w.join("bb/bin/busybox").exists() && w.join("root/.complete").exists() {
         return Some(w);
     }
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench/user/fetch-i386-debs.sh");
-    let candidates = [
-        script,
-        PathBuf::from("/work/shared/bench/user/fetch-i386-debs.sh"),
-    ];
+    let candidates =
+        [Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/bench/user/fetch-i386-debs.sh")];
     for s in candidates.iter().filter(|s| s.exists()) {
         let st = Command::new("sh").arg(s).arg("all").status();
         if matches!(st, Ok(s) if s.success())
@@ -152,7 +149,7 @@ pub fn debian_user_dir() -> Option<PathBuf> {
     }
     eprintln!(
         "SKIPPED: the Debian i386 packages (busybox-static, libc6, coreutils) could not be \
-         fetched; run shared/bench/user/fetch-i386-debs.sh (needs `dpkg --add-architecture \
+         fetched; run tests/bench/user/fetch-i386-debs.sh (needs `dpkg --add-architecture \
          i386 && apt-get update`)"
     );
     None
