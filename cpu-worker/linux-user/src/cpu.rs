@@ -151,6 +151,13 @@ impl Engine {
         if std::env::var_os("RQEMU_NOJIT").is_some() {
             jit.interpret_only = true;
         }
+        if let Some((lo, hi)) = std::env::var("RQEMU_JIT_RANGE").ok().and_then(|v| {
+            let (a, b) = v.split_once('-')?;
+            let p = |x: &str| u32::from_str_radix(x.trim_start_matches("0x"), 16).ok();
+            Some((p(a)?, p(b)?))
+        }) {
+            jit.translate_range = Some((lo, hi));
+        }
         if let Some(n) = std::env::var("RQEMU_JIT_THRESHOLD")
             .ok()
             .and_then(|v| v.parse().ok())

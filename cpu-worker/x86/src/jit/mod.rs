@@ -135,6 +135,9 @@ pub struct Engine {
     pub dump_ir: bool,
     pub dump_asm: bool,
     pub dumps: Vec<String>,
+    /// Translate only blocks starting in [lo, hi) (debugging the JIT by
+    /// bisection; everything else is interpreted).
+    pub translate_range: Option<(u32, u32)>,
 }
 
 fn new_module() -> Result<JITModule, String> {
@@ -281,6 +284,7 @@ impl Engine {
             dump_ir: false,
             dump_asm: false,
             dumps: Vec::new(),
+            translate_range: None,
         }
     }
 
@@ -389,7 +393,10 @@ impl Engine {
                 self.chained_to.entry(eip).or_default().push(from);
             }
             if code.is_null() {
-                let hot = if self.interpret_only {
+                let in_range = self
+                    .translate_range
+                    .is_none_or(|(lo, hi)| eip >= lo && eip < hi);
+                let hot = if self.interpret_only || !in_range {
                     false
                 } else {
                     let c = self.counts.entry(eip).or_insert(0);

@@ -244,3 +244,23 @@ fn flags_conditions_agree() {
     assert!(stats.translated >= 1);
     let _ = (EAX, EBX, ECX, EDX, ESI);
 }
+
+#[test]
+fn long_rep_movsb_ends_its_block() {
+    // A REP MOVSB longer than one slice of the interpreter, then an
+    // instruction after it in the same block: the copy must complete.
+    //   l: mov esi,0x100000; mov edi,0x200000; mov ecx,0x30000; rep movsb
+    //      inc ebx; cmp ebx,40; jne l; int3
+    let code = [
+        0xbe, 0, 0, 0x10, 0, 0xbf, 0, 0, 0x20, 0, 0xb9, 0, 0, 3, 0, 0xf3, 0xa4, 0x43, 0x83, 0xfb,
+        40, 0x75, 0xe9, 0xcc,
+    ];
+    let (a, b, _) = both(&code, |_, mem| {
+        for (i, x) in mem.slice(0x100000, 0x30000).iter_mut().enumerate() {
+            *x = (i * 7 + 3) as u8;
+        }
+    });
+    same(&a, &b);
+    assert_eq!(b.regs[ECX], 0);
+    assert_eq!(b.regs[crate::state::EDI], 0x230000);
+}

@@ -846,7 +846,11 @@ impl<'a, 'b> Translator<'a, 'b> {
         if !lowered(insn) {
             self.call_step(insn, insn_ptr);
             let flow = insn.flow_control();
-            if flow != iced_x86::FlowControl::Next || last {
+            // A REP string instruction runs in slices and may come back to
+            // itself: it ends the block, like a branch.
+            let repeats =
+                insn.is_string_instruction() && (insn.has_rep_prefix() || insn.has_repne_prefix());
+            if flow != iced_x86::FlowControl::Next || last || repeats {
                 // EIP was set by the interpreter.
                 let code = self.b.ins().iconst(I64, EXIT_NEXT as i64);
                 self.b.ins().jump(self.exit, &[code.into()]);
