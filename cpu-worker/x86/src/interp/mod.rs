@@ -215,4 +215,48 @@ mod tests {
         assert_eq!(cpu.regs[crate::state::EDI], 0x3003);
         assert_eq!(cpu.regs[ECX], 2);
     }
+
+    #[test]
+    fn overlapping_rep_movs_repeats_the_pattern() {
+        // rep movsb with the destination 3 bytes after the source, and rep
+        // movsd 2 bytes after: the element-by-element result, a pattern.
+        for (elem, dist, count) in [
+            (1u32, 3u32, 5000u32),
+            (4, 2, 3000),
+            (1, 1, 9000),
+            (4, 4096, 3000),
+        ] {
+            let op = if elem == 1 { 0xa4 } else { 0xa5 };
+            let code = [0xf3, op, 0xcc];
+            let mut mem = FlatMemory::new(0x40000);
+            mem.bytes[0x1000..0x1003].copy_from_slice(&code);
+            for i in 0..0x8000usize {
+                mem.bytes[0x10000 + i] = (i * 13 + 1) as u8;
+            }
+            let mut expect = mem.bytes.clone();
+            let (src, dst) = (0x10000usize, 0x10000 + dist as usize);
+            // The architectural model: one element read, then written.
+            let e = elem as usize;
+            for i in 0..count as usize {
+                let t: Vec<u8> = expect[src + i * e..src + i * e + e].to_vec();
+                expect[dst + i * e..dst + i * e + e].copy_from_slice(&t);
+            }
+            let mut cpu = CpuState {
+                eip: 0x1000,
+                ..CpuState::default()
+            };
+            cpu.regs[crate::state::ESI] = src as u32;
+            cpu.regs[crate::state::EDI] = dst as u32;
+            cpu.regs[ECX] = count;
+            loop {
+                let r =
+                    decode(&cpu, &mut mem).and_then(|i| step(&mut cpu, &mut mem, &mut NoEnv, &i));
+                if r.is_err() {
+                    break;
+                }
+            }
+            assert!(mem.bytes == expect, "elem {elem} dist {dist}");
+            assert_eq!(cpu.regs[ECX], 0);
+        }
+    }
 }

@@ -55,6 +55,65 @@ fn wr<M: Memory>(mem: &mut M, a: u32, n: u32, v: u32) -> Result<(), Exception> {
     Ok(())
 }
 
+/// Bytes moved per chunk by the bulk path.
+const CHUNK: u32 = 4096;
+
+/// Forward REP MOVS/STOS in chunks of whole elements instead of one
+/// element at a time. A chunk that cannot be read or written entirely is
+/// left to the element loop, which stops at the exact faulting element.
+/// Overlapping MOVS with the destination less than a chunk ahead of the
+/// source is copied in steps of that distance, which gives the same bytes
+/// as the element-by-element copy. Returns the iterations done.
+fn bulk<M: Memory>(
+    cpu: &mut CpuState,
+    mem: &mut M,
+    kind: Mnemonic,
+    n: u32,
+    src_seg: u32,
+    dst_seg: u32,
+) -> Result<u32, Exception> {
+    let mut done = 0u32;
+    let mut buf = [0u8; CHUNK as usize];
+    while cpu.regs[ECX] != 0 && done < SLICE {
+        let mut elems = cpu.regs[ECX].min(CHUNK / n).min(SLICE - done);
+        let si = src_seg.wrapping_add(cpu.regs[ESI]);
+        let di = dst_seg.wrapping_add(cpu.regs[EDI]);
+        if kind == Mnemonic::Movsb {
+            let dist = di.wrapping_sub(si);
+            if dist != 0 && dist < elems * n {
+                // Overlap: the source bytes ahead are rewritten as we go.
+                elems = elems.min((dist / n).max(1));
+                if dist < n {
+                    return Ok(done);
+                }
+            }
+        }
+        let bytes = (elems * n) as usize;
+        let chunk = &mut buf[..bytes];
+        if kind == Mnemonic::Movsb {
+            if mem.read(si, chunk).is_err() {
+                return Ok(done);
+            }
+        } else {
+            let v = cpu.regs[EAX].to_le_bytes();
+            for (i, b) in chunk.iter_mut().enumerate() {
+                *b = v[i % n as usize];
+            }
+        }
+        if mem.write(di, chunk).is_err() {
+            return Ok(done);
+        }
+        let adv = elems * n;
+        if kind == Mnemonic::Movsb {
+            cpu.regs[ESI] = cpu.regs[ESI].wrapping_add(adv);
+        }
+        cpu.regs[EDI] = cpu.regs[EDI].wrapping_add(adv);
+        cpu.regs[ECX] -= elems;
+        done += elems;
+    }
+    Ok(done)
+}
+
 /// None if `insn` is not one of the string instructions handled here
 /// (INS/OUTS are privileged in user mode and raise #GP).
 pub fn exec<M: Memory>(
@@ -106,6 +165,9 @@ fn iterate<M: Memory>(
     let dst_seg = cpu.segs[ES].base;
     let step = if cpu.df() { n.wrapping_neg() } else { n };
     let mut done = 0u32;
+    if rep && !a16 && !cpu.df() && matches!(kind, Mnemonic::Movsb | Mnemonic::Stosb) {
+        done = bulk(cpu, mem, kind, n, src_seg, dst_seg)?;
+    }
     loop {
         if rep {
             if cpu.regs[ECX] & amask == 0 {
