@@ -144,6 +144,9 @@ pub fn lowered(insn: &Instruction) -> bool {
         | OpKind::NearBranch32 => true,
         _ => false,
     });
+    if lowered_sse(insn) {
+        return true;
+    }
     if !all_gpr_or_imm || insn.has_lock_prefix() {
         return false;
     }
@@ -200,6 +203,62 @@ pub fn lowered(insn: &Instruction) -> bool {
         }
         _ if insn.is_jcc_short_or_near() => true,
         m if is_setcc(m) || is_cmovcc(m) => true,
+        _ => false,
+    }
+}
+
+/// SSE/SSE2 integer instructions lowered to Cranelift vector code (the
+/// ones string and memory functions live on). Others go to the
+/// interpreter. Legacy-SSE memory operands must be 16-byte aligned except
+/// for the explicitly unaligned moves; a misaligned one leaves through the
+/// interpreter, which raises #GP.
+pub fn lowered_sse(insn: &Instruction) -> bool {
+    use iced_x86::Code as C;
+    let xmm_or_mem = |i: u32| match insn.op_kind(i) {
+        OpKind::Register => insn.op_register(i).is_xmm(),
+        OpKind::Memory => insn.memory_base().size() != 2 && insn.memory_index().size() != 2,
+        _ => false,
+    };
+    if insn.has_lock_prefix() {
+        return false;
+    }
+    match insn.code() {
+        C::Movdqa_xmm_xmmm128
+        | C::Movdqa_xmmm128_xmm
+        | C::Movdqu_xmm_xmmm128
+        | C::Movdqu_xmmm128_xmm
+        | C::Movaps_xmm_xmmm128
+        | C::Movaps_xmmm128_xmm
+        | C::Movups_xmm_xmmm128
+        | C::Movups_xmmm128_xmm
+        | C::Movapd_xmm_xmmm128
+        | C::Movapd_xmmm128_xmm
+        | C::Movupd_xmm_xmmm128
+        | C::Movupd_xmmm128_xmm
+        | C::Lddqu_xmm_m128
+        | C::Pxor_xmm_xmmm128
+        | C::Por_xmm_xmmm128
+        | C::Pand_xmm_xmmm128
+        | C::Pandn_xmm_xmmm128
+        | C::Xorps_xmm_xmmm128
+        | C::Xorpd_xmm_xmmm128
+        | C::Pcmpeqb_xmm_xmmm128
+        | C::Pcmpeqw_xmm_xmmm128
+        | C::Pcmpeqd_xmm_xmmm128
+        | C::Pcmpgtb_xmm_xmmm128
+        | C::Pminub_xmm_xmmm128
+        | C::Pmaxub_xmm_xmmm128
+        | C::Psubb_xmm_xmmm128
+        | C::Paddb_xmm_xmmm128
+        | C::Paddd_xmm_xmmm128
+        | C::Psubd_xmm_xmmm128 => (0..insn.op_count()).all(xmm_or_mem),
+        C::Pmovmskb_r32_xmm => true,
+        C::Movd_xmm_rm32 | C::Movd_rm32_xmm => (0..2).all(|i| match insn.op_kind(i) {
+            OpKind::Register => insn.op_register(i).is_xmm() || insn.op_register(i).is_gpr32(),
+            OpKind::Memory => insn.memory_base().size() != 2 && insn.memory_index().size() != 2,
+            _ => false,
+        }),
+        C::Movq_xmm_xmmm64 | C::Movq_xmmm64_xmm => (0..2).all(xmm_or_mem),
         _ => false,
     }
 }
@@ -778,6 +837,196 @@ impl<'a, 'b> Translator<'a, 'b> {
         })
     }
 
+    fn xmm_off(r: Register) -> i32 {
+        (offset_of!(CpuState, xmm) + 16 * (r.number() & 7)) as i32
+    }
+
+    fn read_xmm(&mut self, r: Register) -> Value {
+        let f = MemFlagsData::new().with_notrap();
+        self.b
+            .ins()
+            .load(types::I8X16, f, self.cpu, Self::xmm_off(r))
+    }
+
+    fn write_xmm(&mut self, r: Register, v: Value) {
+        let f = MemFlagsData::new().with_notrap();
+        self.b.ins().store(f, v, self.cpu, Self::xmm_off(r));
+    }
+
+    /// Leaves the block through the interpreter for `insn` when `bad` is
+    /// non-zero (state already synced): it raises the right exception.
+    fn side_exit_if(&mut self, bad: Value, insn_ptr: *const Instruction) {
+        let slow = self.b.create_block();
+        let cont = self.b.create_block();
+        self.b.ins().brif(bad, slow, &[], cont, &[]);
+        self.b.switch_to_block(slow);
+        let callee = self.b.ins().iconst(I64, self.helpers.step as i64);
+        let p = self.b.ins().iconst(I64, insn_ptr as i64);
+        let call = self
+            .b
+            .ins()
+            .call_indirect(self.step_sig, callee, &[self.cpu, self.ctx, p]);
+        let r = self.b.inst_results(call)[0];
+        self.b.ins().jump(self.exit, &[r.into()]);
+        self.b.switch_to_block(cont);
+    }
+
+    /// Address of the memory operand, synced state, and (for legacy SSE
+    /// operands that must be aligned) the alignment check.
+    fn sse_mem_addr(
+        &mut self,
+        insn: &Instruction,
+        insn_ptr: *const Instruction,
+        aligned: bool,
+    ) -> Value {
+        let a = self.ea(insn);
+        self.sync(insn.ip32());
+        if aligned {
+            let mis = self.b.ins().band_imm_u(a, 15);
+            self.side_exit_if(mis, insn_ptr);
+        }
+        self.host_addr(a)
+    }
+
+    fn sse_src(
+        &mut self,
+        insn: &Instruction,
+        insn_ptr: *const Instruction,
+        i: u32,
+        aligned: bool,
+    ) -> Value {
+        if insn.op_kind(i) == OpKind::Register {
+            self.read_xmm(insn.op_register(i))
+        } else {
+            let h = self.sse_mem_addr(insn, insn_ptr, aligned);
+            self.b.ins().load(types::I8X16, mf(), h, 0)
+        }
+    }
+
+    fn as_lanes(&mut self, v: Value, t: types::Type) -> Value {
+        if t == types::I8X16 {
+            v
+        } else {
+            let f = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+            self.b.ins().bitcast(t, f, v)
+        }
+    }
+
+    fn sse(&mut self, insn: &Instruction, insn_ptr: *const Instruction) {
+        use iced_x86::Code as C;
+        let code = insn.code();
+        let unaligned = matches!(
+            code,
+            C::Movdqu_xmm_xmmm128
+                | C::Movdqu_xmmm128_xmm
+                | C::Movups_xmm_xmmm128
+                | C::Movups_xmmm128_xmm
+                | C::Movupd_xmm_xmmm128
+                | C::Movupd_xmmm128_xmm
+                | C::Lddqu_xmm_m128
+        );
+        match code {
+            C::Movdqa_xmmm128_xmm
+            | C::Movdqu_xmmm128_xmm
+            | C::Movaps_xmmm128_xmm
+            | C::Movups_xmmm128_xmm
+            | C::Movapd_xmmm128_xmm
+            | C::Movupd_xmmm128_xmm => {
+                let v = self.read_xmm(insn.op_register(1));
+                if insn.op_kind(0) == OpKind::Register {
+                    self.write_xmm(insn.op_register(0), v);
+                } else {
+                    let h = self.sse_mem_addr(insn, insn_ptr, !unaligned);
+                    self.b.ins().store(mf(), v, h, 0);
+                }
+            }
+            C::Movdqa_xmm_xmmm128
+            | C::Movdqu_xmm_xmmm128
+            | C::Movaps_xmm_xmmm128
+            | C::Movups_xmm_xmmm128
+            | C::Movapd_xmm_xmmm128
+            | C::Movupd_xmm_xmmm128
+            | C::Lddqu_xmm_m128 => {
+                let v = self.sse_src(insn, insn_ptr, 1, !unaligned);
+                self.write_xmm(insn.op_register(0), v);
+            }
+            C::Pmovmskb_r32_xmm => {
+                let v = self.read_xmm(insn.op_register(1));
+                let m = self.b.ins().vhigh_bits(I32, v);
+                self.write_reg(insn.op_register(0), m);
+            }
+            C::Movd_xmm_rm32 => {
+                let v = self.read_op(insn, 1);
+                let vec = self.b.ins().scalar_to_vector(types::I32X4, v);
+                let vec = self.as_lanes(vec, types::I8X16);
+                self.write_xmm(insn.op_register(0), vec);
+            }
+            C::Movd_rm32_xmm => {
+                let v = self.read_xmm(insn.op_register(1));
+                let l = self.as_lanes(v, types::I32X4);
+                let x = self.b.ins().extractlane(l, 0);
+                self.write_op(insn, 0, None, x);
+            }
+            C::Movq_xmm_xmmm64 => {
+                let lo = if insn.op_kind(1) == OpKind::Register {
+                    let v = self.read_xmm(insn.op_register(1));
+                    let l = self.as_lanes(v, types::I64X2);
+                    self.b.ins().extractlane(l, 0)
+                } else {
+                    let h = self.sse_mem_addr(insn, insn_ptr, false);
+                    self.b.ins().load(I64, mf(), h, 0)
+                };
+                let vec = self.b.ins().scalar_to_vector(types::I64X2, lo);
+                let vec = self.as_lanes(vec, types::I8X16);
+                self.write_xmm(insn.op_register(0), vec);
+            }
+            C::Movq_xmmm64_xmm => {
+                let v = self.read_xmm(insn.op_register(1));
+                let l = self.as_lanes(v, types::I64X2);
+                let lo = self.b.ins().extractlane(l, 0);
+                if insn.op_kind(0) == OpKind::Register {
+                    let vec = self.b.ins().scalar_to_vector(types::I64X2, lo);
+                    let vec = self.as_lanes(vec, types::I8X16);
+                    self.write_xmm(insn.op_register(0), vec);
+                } else {
+                    let h = self.sse_mem_addr(insn, insn_ptr, false);
+                    self.b.ins().store(mf(), lo, h, 0);
+                }
+            }
+            _ => {
+                // Two-operand packed integer operations.
+                let b = self.sse_src(insn, insn_ptr, 1, true);
+                let a = self.read_xmm(insn.op_register(0));
+                let lanes = match code {
+                    C::Pcmpeqw_xmm_xmmm128 => types::I16X8,
+                    C::Pcmpeqd_xmm_xmmm128 | C::Paddd_xmm_xmmm128 | C::Psubd_xmm_xmmm128 => {
+                        types::I32X4
+                    }
+                    _ => types::I8X16,
+                };
+                let (a, b) = (self.as_lanes(a, lanes), self.as_lanes(b, lanes));
+                let r = match code {
+                    C::Pxor_xmm_xmmm128 | C::Xorps_xmm_xmmm128 | C::Xorpd_xmm_xmmm128 => {
+                        self.b.ins().bxor(a, b)
+                    }
+                    C::Por_xmm_xmmm128 => self.b.ins().bor(a, b),
+                    C::Pand_xmm_xmmm128 => self.b.ins().band(a, b),
+                    C::Pandn_xmm_xmmm128 => self.b.ins().band_not(b, a),
+                    C::Pcmpeqb_xmm_xmmm128 | C::Pcmpeqw_xmm_xmmm128 | C::Pcmpeqd_xmm_xmmm128 => {
+                        self.b.ins().icmp(IntCC::Equal, a, b)
+                    }
+                    C::Pcmpgtb_xmm_xmmm128 => self.b.ins().icmp(IntCC::SignedGreaterThan, a, b),
+                    C::Pminub_xmm_xmmm128 => self.b.ins().umin(a, b),
+                    C::Pmaxub_xmm_xmmm128 => self.b.ins().umax(a, b),
+                    C::Psubb_xmm_xmmm128 | C::Psubd_xmm_xmmm128 => self.b.ins().isub(a, b),
+                    _ => self.b.ins().iadd(a, b),
+                };
+                let r = self.as_lanes(r, types::I8X16);
+                self.write_xmm(insn.op_register(0), r);
+            }
+        }
+    }
+
     /// A condition pair (see `fast_condition`) from materialized EFLAGS bits.
     fn eflags_condition(&mut self, f: Value, pair: u8) -> Value {
         let bit = |t: &mut Self, n: u32| {
@@ -857,6 +1106,14 @@ impl<'a, 'b> Translator<'a, 'b> {
                 return false;
             }
             self.eip_in_state = Some(next);
+            return true;
+        }
+        if lowered_sse(insn) {
+            self.sse(insn, insn_ptr);
+            if last {
+                self.end_fallthrough(next);
+                return false;
+            }
             return true;
         }
         let m = insn.mnemonic();
