@@ -207,6 +207,27 @@ fn compile_shim(
     Ok(module.get_finalized_function(id))
 }
 
+/// `RQEMU_JIT_STATS=1`: count the instructions translated code hands to
+/// the interpreter, and print the most frequent every 2^22 calls (to find
+/// what to lower next).
+static HELPER_STATS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static HELPER_COUNTS: std::sync::Mutex<Option<HashMap<String, u64>>> = std::sync::Mutex::new(None);
+
+fn count_helper(insn: &Instruction) {
+    let Ok(mut g) = HELPER_COUNTS.lock() else {
+        return;
+    };
+    let map = g.get_or_insert_with(HashMap::new);
+    *map.entry(format!("{:?}", insn.code())).or_insert(0) += 1;
+    let total: u64 = map.values().sum();
+    if total % (1 << 22) == 0 {
+        let mut v: Vec<_> = map.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1));
+        let top: Vec<String> = v.iter().take(12).map(|(k, n)| format!("{k}:{n}")).collect();
+        eprintln!("rqemu jit helper calls ({total}): {}", top.join(" "));
+    }
+}
+
 /// The interpreter helper called from translated code.
 extern "C" fn helper_step<M: Memory, E: Env>(
     cpu: *mut CpuState,
@@ -218,6 +239,9 @@ extern "C" fn helper_step<M: Memory, E: Env>(
     let (cpu, ctx, insn) = unsafe { (&mut *cpu, &mut *ctx, &*insn) };
     // SAFETY: as above: `mem` and `env` outlive the run.
     let (mem, env) = unsafe { (&mut *ctx.mem, &mut *ctx.env) };
+    if HELPER_STATS.load(std::sync::atomic::Ordering::Relaxed) {
+        count_helper(insn);
+    }
     match interp::step(cpu, mem, env, insn) {
         Ok(()) => EXIT_NEXT,
         Err(e) => {
@@ -262,6 +286,9 @@ impl Default for Engine {
 
 impl Engine {
     pub fn new() -> Self {
+        if std::env::var_os("RQEMU_JIT_STATS").is_some() {
+            HELPER_STATS.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         // The Cranelift module is made when the first block gets hot: short
         // programs never pay for it.
         Engine {

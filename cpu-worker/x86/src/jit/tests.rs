@@ -348,3 +348,41 @@ fn misaligned_movdqa_faults_in_translated_code() {
         assert_eq!(cpu.eip, 0x1000 + 21, "jit {jit}");
     }
 }
+
+#[test]
+fn cl_shifts_bt_and_half_moves_agree() {
+    //   mov esi,0x30000; mov edi,0x40000; mov ecx,200
+    // l: mov eax,[esi]; mov edx,eax; push ecx; mov ecx,[esi+4]
+    //    shl eax,cl; shr edx,cl; sar dword [esi+8],cl; pop ecx
+    //    add eax,edx; bt eax,7; jnc s; inc ebx
+    // s: bt edx,ecx; adc ebx,0; std; cld
+    //    movlpd xmm0,[esi]; movhpd xmm0,[esi+8]; movhps [edi+8],xmm0
+    //    movlps [edi],xmm0; mov [edi+16],eax; add esi,12; add edi,32
+    //    dec ecx; jnz l; int3
+    let mut code = vec![0xbe, 0, 0, 3, 0, 0xbf, 0, 0, 4, 0, 0xb9, 200, 0, 0, 0];
+    let top = code.len();
+    code.extend([
+        0x8b, 0x06, 0x89, 0xc2, 0x51, 0x8b, 0x4e, 0x04, 0xd3, 0xe0, 0xd3, 0xea, 0xd3, 0x7e, 0x08,
+        0x59, 0x01, 0xd0, 0x0f, 0xba, 0xe0, 0x07, 0x73, 0x01, 0x43,
+    ]);
+    code.extend([0x0f, 0xa3, 0xca, 0x83, 0xd3, 0x00, 0xfd, 0xfc]);
+    code.extend([
+        0x66, 0x0f, 0x12, 0x06, 0x66, 0x0f, 0x16, 0x46, 0x08, 0x0f, 0x17, 0x47, 0x08, 0x0f, 0x13,
+        0x07, 0x89, 0x47, 0x10, 0x83, 0xc6, 0x0c, 0x83, 0xc7, 0x20, 0x49,
+    ]);
+    let back = top as i32 - (code.len() as i32 + 6);
+    code.extend([0x0f, 0x85]);
+    code.extend(back.to_le_bytes());
+    code.push(0xcc);
+    let (a, b, stats) = both(&code, |_, mem| {
+        let mut x = 0x0bad_cafeu32;
+        for v in mem.slice(0x30000, 0x1000).iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *v = x as u8;
+        }
+    });
+    same(&a, &b);
+    assert!(stats.translated >= 1);
+}

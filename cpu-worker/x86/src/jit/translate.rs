@@ -179,10 +179,20 @@ pub fn lowered(insn: &Instruction) -> bool {
         ),
         Mnemonic::Jmp => !insn.is_jmp_far() && !insn.is_jmp_far_indirect(),
         Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar => {
-            // Constant non-zero counts only: a zero count leaves the flags.
+            // Constant non-zero counts; or CL on 32 bits when the flags are
+            // dead (checked in `instruction`: a zero count keeps them).
             insn.op_count() == 1
                 || matches!(insn.op_kind(1), OpKind::Immediate8) && insn.immediate8() & 0x1f != 0
+                || insn.op_kind(1) == OpKind::Register
+                    && insn.op_register(1) == Register::CL
+                    && op_bytes(insn, 0) == 4
         }
+        Mnemonic::Bt => {
+            op_bytes(insn, 0) == 4
+                && (insn.op_kind(1) == OpKind::Immediate8
+                    || insn.op_kind(0) == OpKind::Register && insn.op_kind(1) == OpKind::Register)
+        }
+        Mnemonic::Cld | Mnemonic::Std => true,
         Mnemonic::Imul => insn.op_count() >= 2 || op_bytes(insn, 0) == 4,
         Mnemonic::Mul => op_bytes(insn, 0) == 4,
         Mnemonic::Shld | Mnemonic::Shrd => {
@@ -259,6 +269,14 @@ pub fn lowered_sse(insn: &Instruction) -> bool {
             _ => false,
         }),
         C::Movq_xmm_xmmm64 | C::Movq_xmmm64_xmm => (0..2).all(xmm_or_mem),
+        C::Movlpd_xmm_m64
+        | C::Movhpd_xmm_m64
+        | C::Movlps_xmm_m64
+        | C::Movhps_xmm_m64
+        | C::Movlpd_m64_xmm
+        | C::Movhpd_m64_xmm
+        | C::Movlps_m64_xmm
+        | C::Movhps_m64_xmm => (0..2).all(xmm_or_mem),
         _ => false,
     }
 }
@@ -993,6 +1011,32 @@ impl<'a, 'b> Translator<'a, 'b> {
                     self.b.ins().store(mf(), lo, h, 0);
                 }
             }
+            C::Movlpd_xmm_m64 | C::Movlps_xmm_m64 | C::Movhpd_xmm_m64 | C::Movhps_xmm_m64 => {
+                let h = self.sse_mem_addr(insn, insn_ptr, false);
+                let q = self.b.ins().load(I64, mf(), h, 0);
+                let v = self.read_xmm(insn.op_register(0));
+                let l = self.as_lanes(v, types::I64X2);
+                let lane = if matches!(code, C::Movlpd_xmm_m64 | C::Movlps_xmm_m64) {
+                    0
+                } else {
+                    1
+                };
+                let l = self.b.ins().insertlane(l, q, lane);
+                let v = self.as_lanes(l, types::I8X16);
+                self.write_xmm(insn.op_register(0), v);
+            }
+            C::Movlpd_m64_xmm | C::Movlps_m64_xmm | C::Movhpd_m64_xmm | C::Movhps_m64_xmm => {
+                let v = self.read_xmm(insn.op_register(1));
+                let l = self.as_lanes(v, types::I64X2);
+                let lane = if matches!(code, C::Movlpd_m64_xmm | C::Movlps_m64_xmm) {
+                    0
+                } else {
+                    1
+                };
+                let q = self.b.ins().extractlane(l, lane);
+                let h = self.sse_mem_addr(insn, insn_ptr, false);
+                self.b.ins().store(mf(), q, h, 0);
+            }
             _ => {
                 // Two-operand packed integer operations.
                 let b = self.sse_src(insn, insn_ptr, 1, true);
@@ -1117,10 +1161,20 @@ impl<'a, 'b> Translator<'a, 'b> {
             return true;
         }
         let m = insn.mnemonic();
-        if matches!(
+        let cl_shift = matches!(
+            m,
+            Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar
+        ) && insn.op_count() == 2
+            && insn.op_kind(1) == OpKind::Register;
+        // BT writes CF and leaves the others undefined (kept by the
+        // interpreter): lowered when only CF can be read afterwards.
+        let bt_keeps_flags = m == Mnemonic::Bt && live_after & (ARITH & !0x10) != 0;
+        if (matches!(
             m,
             Mnemonic::Rol | Mnemonic::Ror | Mnemonic::Shld | Mnemonic::Shrd
-        ) && flags_needed != 0
+        ) || cl_shift)
+            && flags_needed != 0
+            || bt_keeps_flags
         {
             // Rotates keep SF/ZF/AF/PF: their flags go through the
             // interpreter when something reads them.
@@ -1209,6 +1263,53 @@ impl<'a, 'b> Translator<'a, 'b> {
                         .imul_imm_u(over, (crate::state::CF | crate::state::OF) as i64);
                     self.eager_flags_with_szp(cfof, lo, 4);
                 }
+            }
+            Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar
+                if insn.op_count() == 2 && insn.op_kind(1) == OpKind::Register =>
+            {
+                // By CL, flags dead (see above): the host shift masks the
+                // count to 5 bits as x86 does.
+                let count = self.read_reg(Register::CL);
+                let (a, addr) = self.read_rmw(insn);
+                let r = match m {
+                    Mnemonic::Shr => self.b.ins().ushr(a, count),
+                    Mnemonic::Sar => self.b.ins().sshr(a, count),
+                    _ => self.b.ins().ishl(a, count),
+                };
+                self.write_op(insn, 0, addr, r);
+            }
+            Mnemonic::Bt => {
+                let v = self.read_op(insn, 0);
+                let bit = if insn.op_kind(1) == OpKind::Immediate8 {
+                    self.iconst((insn.immediate8() & 31) as u32)
+                } else {
+                    let r = self.read_reg(insn.op_register(1));
+                    self.b.ins().band_imm_u(r, 31)
+                };
+                let sh = self.b.ins().ushr(v, bit);
+                let cf = self.b.ins().band_imm_u(sh, 1);
+                if self.flags_needed != 0 {
+                    let zero = self.iconst(0);
+                    self.flags = Some(Pending {
+                        op: CcOp::Eflags as u32,
+                        dst: zero,
+                        src: cf,
+                        src2: zero,
+                    });
+                    self.flags_dirty = true;
+                }
+            }
+            Mnemonic::Cld | Mnemonic::Std => {
+                let off = offset_of!(CpuState, eflags) as i32;
+                let f = self.b.ins().load(I32, sf(), self.cpu, off);
+                let f = if m == Mnemonic::Cld {
+                    self.b
+                        .ins()
+                        .band_imm_u(f, !(crate::state::DF as i64) & 0xffff_ffff)
+                } else {
+                    self.b.ins().bor_imm_u(f, crate::state::DF as i64)
+                };
+                self.b.ins().store(sf(), f, self.cpu, off);
             }
             Mnemonic::Bswap => {
                 let a = self.read_reg(insn.op_register(0));
