@@ -998,15 +998,21 @@ impl X87 {
         self.sw &= !(0x3F | sw::SF | sw::ES | sw::B);
     }
 
-    /// FNINIT.
+    /// FNINIT: control word 037FH, status word 0, every register empty, the pointers
+    /// cleared. The data registers keep their contents (SDM Vol. 2 "FINIT/FNINIT"): FNSAVE
+    /// and the MMX registers still show them.
     pub fn fninit(&mut self) {
-        *self = X87::new();
+        *self = X87 {
+            regs: self.regs,
+            ..X87::new()
+        };
     }
 
     /// FNSTENV: stores the environment, then masks all exceptions.
     pub fn fnstenv(&mut self, fmt: EnvFormat) -> Vec<u8> {
         let img = self.env_image(fmt);
-        self.cw |= 0x3F;
+        // With every exception masked nothing is pending any more: ES and B clear (host).
+        self.load_cw(self.cw | 0x3F);
         img
     }
 
@@ -1067,9 +1073,10 @@ impl X87 {
     }
 
     /// FLDENV from an image of `fmt.env_len()` bytes (shorter images read as zero-filled).
-    /// FLDENV and FRSTOR replace the exception state rather than act on it, so they do not
-    /// report a pending #MF here; an unmasked exception in the loaded image is reported by
-    /// the next waiting instruction.
+    /// The processor checks for a pending unmasked exception before FLDENV and FRSTOR as
+    /// before any waiting instruction (#MF, checked on the host); these methods load the
+    /// image whatever is pending, which the caller checks first (`fwait`). An unmasked
+    /// exception in the loaded image is reported by the next waiting instruction.
     pub fn fldenv(&mut self, fmt: EnvFormat, img: &[u8]) -> Result<()> {
         self.load_env(fmt, img);
         Ok(())
@@ -1091,8 +1098,10 @@ impl X87 {
                 (w(0), w(4), w(8))
             }
             EnvFormat::Protected16 => {
+                // The 16-bit protected-mode image has no FOP: it loads as 0 (host behaviour).
                 self.fip = w(6) as u64;
                 self.fcs = w(8);
+                self.fop = 0;
                 self.fdp = w(10) as u64;
                 self.fds = w(12);
                 (w(0), w(2), w(4))
@@ -1232,8 +1241,10 @@ impl X87 {
         };
     }
 
-    /// EMMS: every register empty.
+    /// EMMS: every register empty. Like every MMX instruction it also sets TOP to 0 (host
+    /// behaviour; the SDM names only the tags).
     pub fn emms(&mut self) {
+        self.top = 0;
         self.empty = 0xFF;
     }
 }
@@ -1608,7 +1619,10 @@ mod tests {
             for r in [2..4, 6..8, 10..12] {
                 assert_eq!(soft[r.clone()], h.image[r.clone()]);
             }
-            assert_eq!(x, X87::new());
+            // FNSAVE reinitializes as FNINIT: the registers keep their contents.
+            let mut init = X87::new();
+            init.regs = x.regs;
+            assert_eq!(x, init);
             // Round trip through FRSTOR/FNSAVE and the 16-bit format.
             let mut y = X87::new();
             y.frstor(EnvFormat::Protected32, &soft).unwrap_or(());

@@ -11,14 +11,20 @@
 //! waiting instruction started with an unmasked exception pending faults
 //! with #MF before it touches memory or the unit (vol. 1 §8.6).
 //!
-//! Pointers (vol. 1 §8.1.8): every non-control instruction that executes
-//! records FIP/FCS (its offset and code selector), FOP (the low three bits
-//! of its first opcode byte and its ModR/M byte) and, with a memory
-//! operand, FDP/FDS (the operand's offset and selector). The control
-//! instructions FCLEX, FLDCW, FSTCW, FSTSW, FSTENV, FLDENV and WAIT leave
-//! them; FINIT and FSAVE clear them and FRSTOR loads them. This is the
-//! behaviour of processors without CPUID.(EAX=07H):EBX[6]
-//! (FDP_EXCPTN_ONLY), which the CPUID model does not report.
+//! Pointers (vol. 1 §8.1.8-8.1.10), as current processors keep them:
+//! every non-control instruction that executes records FIP (its offset);
+//! FOP (the low three bits of its first opcode byte and its ModR/M byte)
+//! and, with a memory operand, FDP (the operand's offset) are recorded
+//! only by an instruction that raises an unmasked exception, the one an
+//! exception handler looks at: the FOP compatibility mode is off (vol. 1
+//! §8.1.9.1, the default since the Pentium 4) and FDP_EXCPTN_ONLY is set
+//! (CPUID.(EAX=07H):EBX[6], since Haswell). FCS and FDS are deprecated and
+//! always 0 (CPUID.(EAX=07H):EBX[13]), even after FRSTOR, FLDENV or
+//! FXRSTOR loaded others. The CPUID model, which stops at leaf 1, shows
+//! neither bit; the host agrees with all of this in every difftest case.
+//! The control instructions FCLEX, FLDCW, FSTCW, FSTSW, FSTENV, FLDENV and
+//! WAIT leave the pointers; FINIT and FSAVE clear them and FRSTOR loads
+//! them.
 //!
 //! iced-x86 decodes the 9B prefix of FSTSW, FSTENV, FINIT... as a WAIT
 //! instruction of its own followed by the no-wait form, as the processor
@@ -27,7 +33,7 @@
 use iced_x86::{Code, Instruction, OpKind, Register};
 use x87::{ArithOp, Constant, EnvFormat, Src};
 
-use super::operand::{ea, offset, seg_index};
+use super::operand::{ea, offset};
 use super::Flow;
 use crate::mem::{Exception, Memory};
 use crate::state::{CpuState, CF, CS, EAX, PF, ZF};
@@ -126,6 +132,10 @@ pub enum Op {
         quiet: bool,
     },
     Unary(Unary),
+    /// FSTP ST(i) through the undocumented D9 D8+i (FSTPNCE): as FSTP,
+    /// except that an empty ST(0) raises no stack fault but empties ST(i)
+    /// (host behaviour).
+    StpNce(u8),
     /// FXCH ST(i).
     Xch(u8),
     /// FFREE ST(i).
@@ -244,10 +254,9 @@ pub fn decode(insn: &Instruction) -> Option<Decoded> {
         C::Fisttp_m32int => fisttp(I32),
         C::Fisttp_m64int => fisttp(I64),
         C::Fst_sti => store(St(st(insn, 0)), false),
-        // D9 D8+i, DF D0+i and DF D8+i are undocumented aliases of FSTP.
-        C::Fstp_sti | C::Fstpnce_sti | C::Fstp_sti_DFD0 | C::Fstp_sti_DFD8 => {
-            store(St(st(insn, 0)), true)
-        }
+        // DF D0+i and DF D8+i are undocumented aliases of FSTP.
+        C::Fstp_sti | C::Fstp_sti_DFD0 | C::Fstp_sti_DFD8 => store(St(st(insn, 0)), true),
+        C::Fstpnce_sti => Op::StpNce(st(insn, 0)),
 
         C::Fadd_m32fp => arith(Add, 0, Mem(F32), false),
         C::Fmul_m32fp => arith(Mul, 0, Mem(F32), false),
@@ -375,8 +384,8 @@ pub fn decode(insn: &Instruction) -> Option<Decoded> {
 impl Op {
     /// Whether the instruction checks for a pending unmasked exception
     /// before it starts (a "waiting" instruction, SDM vol. 1 §8.3.11):
-    /// all but the no-wait controls. FLDENV and FRSTOR replace the
-    /// exception state instead of acting on it and do not check.
+    /// all but the no-wait controls. FLDENV and FRSTOR do check (on the
+    /// host) although they replace the exception state.
     fn waits(self) -> bool {
         !matches!(
             self,
@@ -387,14 +396,13 @@ impl Op {
                 | Op::Init
                 | Op::Stenv(_)
                 | Op::Save(_)
-                | Op::Ldenv(_)
-                | Op::Rstor(_)
                 | Op::Legacy
         )
     }
 
-    /// Whether the instruction records FIP/FOP (and FDP for a memory
-    /// operand): every one but the controls (SDM vol. 1 §8.1.8).
+    /// Whether the instruction records FIP (and, when it raises an
+    /// unmasked exception, FOP and FDP): every one but the controls (SDM
+    /// vol. 1 §8.1.8).
     fn records_pointers(self) -> bool {
         !matches!(
             self,
@@ -412,6 +420,12 @@ impl Op {
                 | Op::Legacy
         )
     }
+}
+
+/// FCS and FDS read as 0 whatever was loaded (deprecated, see above).
+pub(crate) fn deprecate_selectors(fpu: &mut x87::X87) {
+    fpu.fcs = 0;
+    fpu.fds = 0;
 }
 
 fn pending(_: x87::PendingFault) -> Exception {
@@ -524,9 +538,46 @@ fn store_mem<M: Memory>(
     }
     .map_err(pending)?;
     if stored.is_some() {
-        mem.write(a, &buf[..f.size()])?;
+        if f.size() == 10 {
+            // Two stores, significand first: across a page boundary the
+            // host writes the low eight bytes before the fault on the
+            // exponent.
+            mem.write(a, &buf[..8])?;
+            mem.write(a.wrapping_add(8), &buf[8..10])?;
+        } else {
+            mem.write(a, &buf[..f.size()])?;
+        }
     }
     cpu.fpu = u;
+    Ok(())
+}
+
+/// The access check of the environment and save images, in the order
+/// the host makes it: the first field (4 bytes in the 32-bit layouts, 2
+/// in the 16-bit ones), then the last byte, and only then the whole image,
+/// of which nothing is written unless all of it can be. So an image that
+/// runs into a page it cannot access faults at its last byte, unless its
+/// first field already straddles the boundary. A write check reads the
+/// bytes and writes them back unchanged.
+fn check_image<M: Memory>(
+    mem: &mut M,
+    a: u32,
+    fmt: EnvFormat,
+    len: usize,
+    write: bool,
+) -> Result<(), Exception> {
+    let first = match fmt {
+        EnvFormat::Protected32 | EnvFormat::Real32 => 4,
+        EnvFormat::Protected16 | EnvFormat::Real16 => 2,
+    };
+    for (at, n) in [(a, first), (a.wrapping_add(len as u32 - 1), 1)] {
+        let mut b = [0u8; 4];
+        mem.read(at, &mut b[..n])
+            .map_err(|f| crate::mem::MemFault { write, ..f })?;
+        if write {
+            mem.write(at, &b[..n])?;
+        }
+    }
     Ok(())
 }
 
@@ -586,12 +637,8 @@ fn run<M: Memory>(
     let has_mem = (0..insn.op_count()).any(|i| insn.op_kind(i) == OpKind::Memory);
     let a = if has_mem { ea(cpu, insn) } else { 0 };
     let pointers = if d.op.records_pointers() {
-        let fcs = cpu.segs[CS].selector as u16;
-        let data = has_mem.then(|| {
-            let seg = seg_index(insn.memory_segment());
-            (offset(cpu, insn) as u64, cpu.segs[seg].selector as u16)
-        });
-        Some((fop(cpu, mem, insn)?, fcs, data))
+        let data = has_mem.then(|| (offset(cpu, insn) as u64, 0));
+        Some((fop(cpu, mem, insn)?, data))
     } else {
         None
     };
@@ -634,6 +681,13 @@ fn run<M: Memory>(
             }
         }
         Op::Unary(op) => unary(cpu, op).map_err(pending)?,
+        Op::StpNce(i) => {
+            if u.st_empty(0) {
+                u.ffreep(i).map_err(pending)?;
+            } else {
+                u.fst_st(i, true).map_err(pending)?;
+            }
+        }
         Op::Xch(i) => u.fxch(i).map_err(pending)?,
         Op::Free(i) => u.ffree(i).map_err(pending)?,
         Op::Freep(i) => u.ffreep(i).map_err(pending)?,
@@ -654,12 +708,14 @@ fn run<M: Memory>(
         Op::Clex => u.fnclex(),
         Op::Init => u.fninit(),
         Op::Stenv(fmt) => {
+            check_image(mem, a, fmt, fmt.env_len(), true)?;
             let mut u = cpu.fpu.clone();
             let img = u.fnstenv(fmt);
             mem.write(a, &img)?;
             cpu.fpu = u;
         }
         Op::Save(fmt) => {
+            check_image(mem, a, fmt, fmt.save_len(), true)?;
             let mut u = cpu.fpu.clone();
             let img = u.fnsave(fmt);
             mem.write(a, &img)?;
@@ -668,21 +724,30 @@ fn run<M: Memory>(
         Op::Ldenv(fmt) => {
             let mut img = [0u8; 108];
             let img = &mut img[..fmt.env_len()];
+            check_image(mem, a, fmt, img.len(), false)?;
             mem.read(a, img)?;
             cpu.fpu.fldenv(fmt, img).map_err(pending)?;
         }
         Op::Rstor(fmt) => {
             let mut img = [0u8; 108];
             let img = &mut img[..fmt.save_len()];
+            check_image(mem, a, fmt, img.len(), false)?;
             mem.read(a, img)?;
             cpu.fpu.frstor(fmt, img).map_err(pending)?;
         }
         Op::Wait => {}
         Op::Legacy => {}
     }
-    if let Some((fop, fcs, data)) = pointers {
-        cpu.fpu.set_pointers(cpu.eip as u64, fcs, fop, data);
+    if let Some((fop, data)) = pointers {
+        // The instruction started with nothing pending (it waits), so ES
+        // set now means it raised an unmasked exception.
+        if cpu.fpu.status_word() & 0x0080 != 0 {
+            cpu.fpu.set_pointers(cpu.eip as u64, 0, fop, data);
+        } else {
+            cpu.fpu.fip = cpu.eip as u64;
+        }
     }
+    deprecate_selectors(&mut cpu.fpu);
     Ok(())
 }
 

@@ -337,6 +337,7 @@ pub fn fxrstor_x87(cpu: &mut CpuState, area: &[u8; FXSAVE_WRITTEN]) -> Result<()
     let mut img = [0u8; 512];
     img[..FXSAVE_WRITTEN].copy_from_slice(area);
     cpu.fpu.fxrstor(&img, false);
+    super::fpu::deprecate_selectors(&mut cpu.fpu);
     Ok(())
 }
 

@@ -188,3 +188,53 @@ fn strings() {
 fn sequences() {
     check("sequence", 1800, cases::sequence::sequences);
 }
+
+#[test]
+fn x87_load_store() {
+    check("x87 load/store", 3000, cases::x87::load_store);
+}
+
+#[test]
+fn x87_arith() {
+    check("x87 arith", 3000, cases::x87::arith);
+}
+
+#[test]
+fn x87_compare() {
+    check("x87 compare", 2500, cases::x87::compare);
+}
+
+#[test]
+fn x87_unary() {
+    check("x87 unary", 2000, cases::x87::unary);
+}
+
+#[test]
+fn x87_transcendental() {
+    check("x87 transcendental", 2000, cases::x87::transcendental);
+}
+
+#[test]
+fn x87_stack() {
+    check("x87 stack", 1000, cases::x87::stack);
+}
+
+#[test]
+fn x87_control() {
+    check("x87 control", 2000, cases::x87::control);
+}
+
+#[test]
+fn x87_exceptions() {
+    check("x87 exceptions", 2000, cases::x87::exceptions);
+}
+
+#[test]
+fn x87_sequences() {
+    check("x87 sequences", 2000, cases::x87::sequences);
+}
+
+#[test]
+fn x87_mmx() {
+    check("x87 mmx", 1500, cases::x87::mmx);
+}

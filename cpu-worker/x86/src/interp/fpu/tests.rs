@@ -147,7 +147,7 @@ fn load_and_store_forms() {
         assert_eq!(op(&r(0xdd, 0xd0 | i)), st(St(i), false, false));
         assert_eq!(op(&r(0xdd, 0xd8 | i)), st(St(i), true, false));
         // Undocumented FSTP aliases.
-        assert_eq!(op(&r(0xd9, 0xd8 | i)), st(St(i), true, false));
+        assert_eq!(op(&r(0xd9, 0xd8 | i)), Op::StpNce(i));
         assert_eq!(op(&r(0xdf, 0xd0 | i)), st(St(i), true, false));
         assert_eq!(op(&r(0xdf, 0xd8 | i)), st(St(i), true, false));
     }
@@ -410,8 +410,8 @@ fn faulting_store_leaves_the_unit_unchanged() {
     assert_eq!(cpu.eip, CODE + 2);
     assert_eq!(cpu.fpu.top(), 7);
     assert!(!cpu.fpu.st_empty(0));
-    // Pointers still those of the FLDPI.
-    assert_eq!((cpu.fpu.fip, cpu.fpu.fop), (CODE as u64, 0x1eb));
+    // The instruction pointer is still the FLDPI's.
+    assert_eq!(cpu.fpu.fip, CODE as u64);
     // fnsave to a faulting address: no reinitialisation.
     let (cpu, _, r) = run(&[0xd9, 0xeb, 0xdd, 0x33], |cpu, _| {
         cpu.regs[EBX] = 0x2fc0;
@@ -428,21 +428,32 @@ fn faulting_store_leaves_the_unit_unchanged() {
 
 #[test]
 fn pointers_follow_the_last_non_control_instruction() {
-    // fld dword [ebx+4]; fnstcw [ebx+8]; fnop
-    let (cpu, _, r) = run(&[0xd9, 0x43, 0x04, 0xd9, 0x7b, 0x08], |_, _| {});
+    // fld dword [ebx+4]; fnstcw [ebx+8]: FIP is the FLD's; FOP and FDP
+    // stay (recorded only with an unmasked exception); FNSTCW is a control
+    // instruction.
+    let (cpu, _, r) = run(&[0xd9, 0x43, 0x04, 0xd9, 0x7b, 0x08], |cpu, _| {
+        cpu.fpu.set_pointers(0x55, 0, 0x123, Some((0x66, 0)));
+    });
     assert_eq!(r, Ok(()));
-    assert_eq!(cpu.fpu.fip, CODE as u64);
-    assert_eq!(cpu.fpu.fop, 0x143);
+    assert_eq!(
+        (cpu.fpu.fip, cpu.fpu.fop, cpu.fpu.fdp),
+        (CODE as u64, 0x123, 0x66)
+    );
+    // fldcw [ebx] (ZE unmasked); fld1; fdiv dword [ebx+4] (by +0: ZE);
+    // fnop would fault, fnstenv [ebx+16] does not wait.
+    let code = [0xd9, 0x2b, 0xd9, 0xe8, 0xd8, 0x73, 0x04, 0xd9, 0x73, 0x10];
+    let (cpu, mem, r) = run(&code, |_, mem| {
+        mem.write_u16(DATA, 0x037b).expect("in range");
+    });
+    assert_eq!(r, Ok(()));
+    assert_eq!(cpu.fpu.fip, (CODE + 4) as u64);
+    assert_eq!(cpu.fpu.fop, 0x073, "D8 /6 with ModR/M 73");
     assert_eq!(cpu.fpu.fdp, (DATA + 4) as u64);
-    let (cpu, _, _) = run(&[0xd9, 0x43, 0x04, 0xd9, 0xd0], |_, _| {});
-    assert_eq!((cpu.fpu.fip, cpu.fpu.fop), ((CODE + 3) as u64, 0x1d0));
-    assert_eq!(cpu.fpu.fdp, (DATA + 4) as u64, "FNOP has no data pointer");
-    // fnstenv image: FIP at 12, FOP at 18, FDP at 20.
-    let (_, mem, r) = run(&[0xd9, 0x43, 0x04, 0xd9, 0x73, 0x10], |_, _| {});
-    assert_eq!(r, Ok(()));
+    assert_eq!((cpu.fpu.fcs, cpu.fpu.fds), (0, 0));
+    // The image: FIP at 12, FOP at 18, FDP at 20.
     let env = &mem.bytes[DATA as usize + 16..DATA as usize + 44];
-    assert_eq!(&env[12..16], &CODE.to_le_bytes());
-    assert_eq!(&env[18..20], &0x143u16.to_le_bytes());
+    assert_eq!(&env[12..16], &(CODE + 4).to_le_bytes());
+    assert_eq!(&env[18..20], &0x073u16.to_le_bytes());
     assert_eq!(&env[20..24], &(DATA + 4).to_le_bytes());
 }
 
