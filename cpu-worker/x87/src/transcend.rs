@@ -475,8 +475,8 @@ fn times_int(ctx: &mut Ctx, y: F80, k: i64) -> F80 {
     let r = arith::mul(&mut c, y, crate::convert::from_int(k));
     ctx.flags |= c.flags;
     ctx.c1_round_up = c.c1_round_up;
-    if k != 0 && !y.is_zero() {
-        // The host reports these exact results as inexact.
+    if k != 0 && !y.is_zero() && !y.is_inf() {
+        // The host reports these exact results as inexact (not an infinite one).
         ctx.raise(PE);
     }
     r
@@ -550,14 +550,17 @@ pub fn fyl2xp1(ctx: &mut Ctx, y: F80, x: F80) -> F80 {
     }
     let (sx, sy) = (x.sign(), y.sign());
     if x.is_normal_finite() && sx && x.exp() >= 0x3FFF {
-        // x ≤ −1, where log2(x + 1) does not exist: the host returns x (±0 for a zero y),
-        // inexact. (Other x outside the documented |x| < 1 − √2/2 get y·log2(x + 1), as
-        // on the host.)
-        ctx.raise(PE);
-        return if y.is_zero() {
-            F80::new(sx != sy, 0, 0)
-        } else {
-            x
+        // x ≤ −1, where log2(x + 1) does not exist: the host returns x, inexact, for a
+        // finite nonzero y, and exactly ±0 for a zero y and ±∞ for an infinite one, with
+        // the sign of x·y. (Other x outside the documented |x| < 1 − √2/2 get
+        // y·log2(x + 1), as on the host.)
+        return match y.class() {
+            Class::Zero => F80::new(sx != sy, 0, 0),
+            Class::Inf => F80::INFINITY.with_sign(sx != sy),
+            _ => {
+                ctx.raise(PE);
+                x
+            }
         };
     }
     let bx = Bf::from_f80(x);

@@ -133,8 +133,8 @@ pub enum Op {
     },
     Unary(Unary),
     /// FSTP ST(i) through the undocumented D9 D8+i (FSTPNCE): as FSTP,
-    /// except that an empty ST(0) raises no stack fault but empties ST(i)
-    /// (host behaviour).
+    /// except that with ST(0) empty it raises no stack fault and leaves
+    /// ST(i) alone: it only pops (host behaviour).
     StpNce(u8),
     /// FXCH ST(i).
     Xch(u8),
@@ -683,7 +683,8 @@ fn run<M: Memory>(
         Op::Unary(op) => unary(cpu, op).map_err(pending)?,
         Op::StpNce(i) => {
             if u.st_empty(0) {
-                u.ffreep(i).map_err(pending)?;
+                // Popping an empty ST(0) is moving TOP, with C1 = 0.
+                u.fincstp().map_err(pending)?;
             } else {
                 u.fst_st(i, true).map_err(pending)?;
             }
