@@ -11,7 +11,7 @@
 
 use crate::arith::{self, nan1, nan2};
 use crate::bigfloat::{Bf, L};
-use crate::f80::{Class, Ctx, Precision, Unpacked, DE, F80, IE, PE, ZE};
+use crate::f80::{Class, Ctx, Precision, Unpacked, DE, F80, IE, PE, UE, ZE};
 
 /// π, 384 bits (0.m × 2^2).
 const PI_M: [u64; L] = [
@@ -469,15 +469,21 @@ fn power_of_two(x: F80) -> Option<i64> {
     (u.sig == 1 << 63).then_some(u.exp as i64)
 }
 
-/// y × k rounded to 64 bits (exact-logarithm cases).
+/// y × k for the exact logarithms (x, or x + 1 for FYL2XP1, a power of two 2^k), rounded to
+/// 64 bits. The value is the exact product, correctly rounded; the flags are the host's,
+/// which computes log2 x slightly above k for k < 0 (so its result can be one unit lower in
+/// magnitude) and reports every such finite nonzero product inexact, and underflowing when
+/// it is tiny. ±0 and ±∞ products are exact.
 fn times_int(ctx: &mut Ctx, y: F80, k: i64) -> F80 {
     let mut c = ctx64(ctx);
     let r = arith::mul(&mut c, y, crate::convert::from_int(k));
     ctx.flags |= c.flags;
     ctx.c1_round_up = c.c1_round_up;
     if k != 0 && !y.is_zero() && !y.is_inf() {
-        // The host reports these exact results as inexact (not an infinite one).
         ctx.raise(PE);
+        if r.exp() == 0 {
+            ctx.raise(UE);
+        }
     }
     r
 }

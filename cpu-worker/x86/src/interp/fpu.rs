@@ -434,11 +434,17 @@ fn pending(_: x87::PendingFault) -> Exception {
 
 /// FOP of the instruction at EIP: the low three bits of its first opcode
 /// byte (D8-DF) and its second byte (ModR/M), from the instruction bytes.
-fn fop<M: Memory>(cpu: &CpuState, mem: &mut M, insn: &Instruction) -> Result<u16, Exception> {
+/// Fetched only for an instruction that raised an unmasked exception,
+/// after it executed: the decoder has just read the same bytes, so the
+/// fetch cannot fail unless another thread unmapped the code meanwhile, and
+/// then FOP is 0 rather than the state half changed.
+fn fop<M: Memory>(cpu: &CpuState, mem: &mut M, insn: &Instruction) -> u16 {
     let mut buf = [0u8; 15];
     let len = insn.len().min(15);
     let lin = cpu.segs[CS].base.wrapping_add(cpu.eip);
-    let n = mem.fetch(lin, &mut buf[..len])?;
+    let Ok(n) = mem.fetch(lin, &mut buf[..len]) else {
+        return 0;
+    };
     let bytes = &buf[..n];
     let at = bytes
         .iter()
@@ -446,7 +452,7 @@ fn fop<M: Memory>(cpu: &CpuState, mem: &mut M, insn: &Instruction) -> Result<u16
         .unwrap_or(0);
     let b0 = bytes.get(at).copied().unwrap_or(0);
     let b1 = bytes.get(at + 1).copied().unwrap_or(0);
-    Ok((((b0 & 7) as u16) << 8) | b1 as u16)
+    (((b0 & 7) as u16) << 8) | b1 as u16
 }
 
 /// Reads the memory operand as a source value for the unit.
@@ -632,16 +638,9 @@ fn run<M: Memory>(
     if d.wait || d.op.waits() {
         cpu.fpu.fwait().map_err(pending)?;
     }
-    // Everything that can fault before the operation (the instruction
-    // bytes for FOP, the operand address) is settled first.
     let has_mem = (0..insn.op_count()).any(|i| insn.op_kind(i) == OpKind::Memory);
     let a = if has_mem { ea(cpu, insn) } else { 0 };
-    let pointers = if d.op.records_pointers() {
-        let data = has_mem.then(|| (offset(cpu, insn) as u64, 0));
-        Some((fop(cpu, mem, insn)?, data))
-    } else {
-        None
-    };
+    let data = has_mem.then(|| (offset(cpu, insn) as u64, 0));
     let u = &mut cpu.fpu;
     match d.op {
         Op::Load(Operand::Mem(f)) => load_mem(cpu, mem, a, f)?,
@@ -739,10 +738,11 @@ fn run<M: Memory>(
         Op::Wait => {}
         Op::Legacy => {}
     }
-    if let Some((fop, data)) = pointers {
+    if d.op.records_pointers() {
         // The instruction started with nothing pending (it waits), so ES
         // set now means it raised an unmasked exception.
         if cpu.fpu.status_word() & 0x0080 != 0 {
+            let fop = fop(cpu, mem, insn);
             cpu.fpu.set_pointers(cpu.eip as u64, 0, fop, data);
         } else {
             cpu.fpu.fip = cpu.eip as u64;

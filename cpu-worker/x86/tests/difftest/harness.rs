@@ -59,7 +59,9 @@ pub struct Case {
 
 /// Registers of the final x87 state holding the result of a
 /// transcendental instruction, which the emulator rounds correctly and the
-/// host does not (the x87 crate's documentation): such a register may
+/// host does not (the x87 crate's documentation; FYL2X and FYL2XP1 of a
+/// power of two included, where the host's log2 is a hair off the exact
+/// integer for negative ones): such a register may
 /// differ from the host's by up to `ulps` units in the last place when both
 /// are finite, not both zero, or by up to 2^`abs_exp` (FSIN/FCOS of
 /// |x| >= 1, which the host reduces with a 66-bit pi: an absolute error

@@ -906,6 +906,27 @@ pub fn transcendental(rng: &mut Rng, n: usize) -> Vec<Case> {
                     _ => F80::new(sign, 0x3fff - 66 + rng.below(130) as u16, signif(rng)),
                 };
             }
+            // Exact logarithms (x, or x + 1, a power of two): y * k, which
+            // the host computes with log2 x a hair off k (see FpuLoose).
+            if matches!(b1, 0xf1 | 0xf9) && rng.one_in(4) {
+                let k = rng.pick(&[1i32, 2, 3, 5, 20, 63, 64, 1000, 16383]);
+                f.st[0] = match (b1, rng.one_in(2)) {
+                    (0xf1, neg) => {
+                        F80::new(false, (0x3fff + if neg { -k } else { k }) as u16, 1 << 63)
+                    }
+                    // 2^j - 1 for j = 1..=3, and -(1 - 2^-j).
+                    (_, false) => fixed(false, (1u128 << (k % 3 + 1)) - 1, 0),
+                    (_, true) => fixed(true, (1u128 << (k % 3 + 1)) - 1, k as u32 % 3 + 1),
+                };
+                if rng.one_in(2) {
+                    // Tiny and huge products.
+                    f.st[1] = F80::new(
+                        rng.one_in(2),
+                        rng.pick(&[0u16, 1, 2, 0x7ffe]),
+                        signif(rng) >> rng.below(2),
+                    );
+                }
+            }
             // |x| >= 1 for the trigonometric ones: the host's reduction
             // error, below 2^(e-67) for 2^e <= |x| < 2^(e+1) in every run
             // so far (and 2^(e-72) fails often): allow 2^(e-64).
