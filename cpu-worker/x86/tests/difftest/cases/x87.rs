@@ -345,17 +345,20 @@ fn mem_form(
             disp: a as i32,
         },
     };
-    x87_prefix(rng, c, opcode);
+    x87_prefix(rng, c, addr, opcode);
     c.code.extend_from_slice(opcode);
     push_modrm(c, reg, &rm);
     a
 }
 
 /// Now and then a prefix that does not change an x87 memory operand (a
-/// segment override with base 0).
-fn x87_prefix(rng: &mut Rng, c: &mut Case, opcode: &[u8]) {
+/// segment override with base 0), or in single-instruction cases LOCK,
+/// which makes it #UD.
+fn x87_prefix(rng: &mut Rng, c: &mut Case, addr: Addr, opcode: &[u8]) {
     if (0xd8..=0xdf).contains(&opcode[0]) && rng.one_in(16) {
-        c.code.push(rng.pick(&[0x3e, 0x36, 0x26]));
+        let n = if addr == Addr::Any { 7 } else { 6 };
+        c.code
+            .push([0x3e, 0x36, 0x26, 0x3e, 0x36, 0x26, 0xf0][rng.below(n) as usize]);
     }
 }
 
@@ -379,7 +382,7 @@ fn mem_form16(
     if let Some(b) = bytes {
         set_bytes(c, a, b);
     }
-    x87_prefix(rng, c, opcode);
+    x87_prefix(rng, c, Addr::Any, opcode);
     c.code.push(0x67);
     c.code.extend_from_slice(opcode);
     let (rm16, base) = rng.pick(&[(4u8, Some(6usize)), (5, Some(7)), (7, Some(3)), (6, None)]);
