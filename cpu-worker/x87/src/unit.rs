@@ -1802,6 +1802,70 @@ mod tests {
         }
     }
 
+    /// Corner cases found by the interpreter's differential tester, with the values the
+    /// host CPU gave (see the commit history of `x86/tests/difftest`).
+    #[test]
+    fn host_observed_corner_cases() {
+        // FNINIT and FNSAVE keep the register contents (visible through FNSAVE and MMX).
+        let mut x = X87::new();
+        x.fld_const(Constant::Pi).unwrap_or(());
+        x.fninit();
+        assert_eq!(x.tag_word(), 0xFFFF);
+        assert_eq!(x.as_mmx(7), 0xC90F_DAA2_2168_C235);
+        // EMMS sets TOP to 0 as well.
+        x.fld_const(Constant::One).unwrap_or(());
+        x.emms();
+        assert_eq!((x.top(), x.tag_word()), (0, 0xFFFF));
+        // FNSTENV masks everything, so nothing is pending any more.
+        let mut x = X87::new();
+        x.fldcw(0x037F & !(ZE as u16)).unwrap_or(());
+        x.fld_const(Constant::One).unwrap_or(());
+        x.fld_const(Constant::Zero).unwrap_or(());
+        x.arith(ArithOp::DivR, 0, Src::St(1), false).unwrap_or(());
+        assert_ne!(x.status_word() & sw::ES, 0);
+        let _ = x.fnstenv(EnvFormat::Protected32);
+        assert_eq!(x.status_word() & (sw::ES | sw::B), 0);
+        // A 16-bit protected-mode image has no FOP: it loads as 0.
+        x.set_pointers(0, 0, 0x123, None);
+        let img = x.save_image(EnvFormat::Protected16);
+        x.frstor(EnvFormat::Protected16, &img).unwrap_or(());
+        assert_eq!(x.fop, 0);
+        // FPREM of a denormal by an infinity: unchanged, DE only, even with UE unmasked.
+        let den = F80 {
+            signif: 0x07C0_0000_0000_0000,
+            se: 0x8000,
+        };
+        let mut x = X87::new();
+        x.fldcw(0x037F & !(UE as u16)).unwrap_or(());
+        x.fld_f80(F80::INFINITY.to_bytes()).unwrap_or(());
+        x.fld_f80(den.to_bytes()).unwrap_or(());
+        x.fprem(false).unwrap_or(());
+        assert_eq!(x.st(0), den);
+        assert_eq!(x.status_word() & 0xBF, DE as u16);
+        // FYL2XP1 with x <= -1: y = +inf gives -inf and y = +0 gives -0, both exact.
+        for (y, want) in [
+            (F80::INFINITY, F80::INFINITY.neg()),
+            (F80::ZERO, F80::ZERO.neg()),
+        ] {
+            let mut x = X87::new();
+            x.fld_f80(y.to_bytes()).unwrap_or(());
+            x.fld_f80(F80::new(true, 0x4000, 1 << 63).to_bytes())
+                .unwrap_or(());
+            x.fyl2xp1().unwrap_or(());
+            assert_eq!(x.st(0), want);
+            assert_eq!(x.status_word() & 0x3F, 0);
+        }
+        // FYL2X of a power of two: exact product, inexact and (tiny) underflowing.
+        let mut x = X87::new();
+        x.fld_f80(F80::new(false, 0, 0x127CD7).to_bytes())
+            .unwrap_or(());
+        x.fld_f80(F80::new(false, 0x4000, 1 << 63).to_bytes())
+            .unwrap_or(());
+        x.fyl2x().unwrap_or(());
+        assert_eq!(x.st(0), F80::new(false, 0, 0x127CD7));
+        assert_eq!(x.status_word() & 0x3F, (PE | UE | DE) as u16);
+    }
+
     #[test]
     fn mmx_aliasing() {
         let mut x = X87::new();
