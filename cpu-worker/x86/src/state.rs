@@ -79,10 +79,6 @@ pub struct CpuState {
     /// The SSE registers XMM0-7 as little-endian bytes, and MXCSR.
     pub xmm: [[u8; 16]; 8],
     pub mxcsr: u32,
-    /// MMX registers. They alias the x87 register stack (SDM vol. 1 §9.5);
-    /// until the x87 unit is wired in they are kept here. Use `mmx()` and
-    /// `set_mmx()`, which will follow the aliasing.
-    pub mm: [u64; 8],
     /// Raw segment descriptors the environment may load selectors from
     /// (user mode: the GDT's thread-local entries set by set_thread_area).
     pub gdt: [u64; 16],
@@ -90,6 +86,11 @@ pub struct CpuState {
     /// block boundary (a signal arrived, another thread wants the CPU).
     /// Written from signal handlers and other threads.
     pub exit_request: ExitRequest,
+    /// The x87 FPU (SDM vol. 1 ch. 8). The MMX registers MM0-7 are the
+    /// significands of its physical registers R0-R7 (vol. 1 §9.5): reach
+    /// them through `mmx()` and `set_mmx()`. Last in the struct: translated
+    /// code does not address it.
+    pub fpu: x87::X87,
 }
 
 impl Default for CpuState {
@@ -105,9 +106,9 @@ impl Default for CpuState {
             segs: [Segment::default(); 6],
             xmm: [[0; 16]; 8],
             mxcsr: 0x1f80,
-            mm: [0; 8],
             gdt: [0; 16],
             exit_request: ExitRequest::default(),
+            fpu: x87::X87::new(),
         }
     }
 }
@@ -127,12 +128,16 @@ impl CpuState {
         self.cc_src = v & ARITH_FLAGS;
     }
 
+    /// MMX register `i`: the significand of x87 physical register `i`.
     pub fn mmx(&self, i: usize) -> u64 {
-        self.mm[i & 7]
+        self.fpu.as_mmx(i as u8 & 7)
     }
 
+    /// Writes MMX register `i`; as every MMX instruction, this sets the
+    /// x87 TOP to 0 and all tags valid, and the register's exponent and
+    /// sign bits to ones (SDM vol. 1 §9.5.1).
     pub fn set_mmx(&mut self, i: usize, v: u64) {
-        self.mm[i & 7] = v;
+        self.fpu.set_mmx(i as u8 & 7, v);
     }
 
     pub fn df(&self) -> bool {

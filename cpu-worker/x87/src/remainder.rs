@@ -49,8 +49,14 @@ pub fn fprem(ctx: &mut Ctx, a: F80, b: F80, ieee: bool) -> (F80, Option<Cond>) {
         return (a, zero_q);
     }
     if cb == Class::Inf {
-        let x = a.unpack_finite();
-        return (exact(ctx, x.sign, x.sig as u128, x.exp - 63), zero_q);
+        // ST(0) unchanged (a pseudo-denormal normalized), and unlike the other unchanged
+        // results no underflow for a denormal, even with UE unmasked (host behaviour).
+        let r = if ca == Class::PseudoDenormal {
+            F80::new(a.sign(), 1, a.signif)
+        } else {
+            a
+        };
+        return (r, zero_q);
     }
     let (x, y) = (a.unpack_finite(), b.unpack_finite());
     let d = x.exp - y.exp;

@@ -11,7 +11,7 @@
 
 use crate::arith::{self, nan1, nan2};
 use crate::bigfloat::{Bf, L};
-use crate::f80::{Class, Ctx, Precision, Unpacked, DE, F80, IE, PE, ZE};
+use crate::f80::{Class, Ctx, Precision, Unpacked, DE, F80, IE, PE, UE, ZE};
 
 /// π, 384 bits (0.m × 2^2).
 const PI_M: [u64; L] = [
@@ -469,15 +469,21 @@ fn power_of_two(x: F80) -> Option<i64> {
     (u.sig == 1 << 63).then_some(u.exp as i64)
 }
 
-/// y × k rounded to 64 bits (exact-logarithm cases).
+/// y × k for the exact logarithms (x, or x + 1 for FYL2XP1, a power of two 2^k), rounded to
+/// 64 bits. The value is the exact product, correctly rounded; the flags are the host's,
+/// which computes log2 x slightly above k for k < 0 (so its result can be one unit lower in
+/// magnitude) and reports every such finite nonzero product inexact, and underflowing when
+/// it is tiny. ±0 and ±∞ products are exact.
 fn times_int(ctx: &mut Ctx, y: F80, k: i64) -> F80 {
     let mut c = ctx64(ctx);
     let r = arith::mul(&mut c, y, crate::convert::from_int(k));
     ctx.flags |= c.flags;
     ctx.c1_round_up = c.c1_round_up;
-    if k != 0 && !y.is_zero() {
-        // The host reports these exact results as inexact.
+    if k != 0 && !y.is_zero() && !y.is_inf() {
         ctx.raise(PE);
+        if r.exp() == 0 {
+            ctx.raise(UE);
+        }
     }
     r
 }
@@ -550,14 +556,17 @@ pub fn fyl2xp1(ctx: &mut Ctx, y: F80, x: F80) -> F80 {
     }
     let (sx, sy) = (x.sign(), y.sign());
     if x.is_normal_finite() && sx && x.exp() >= 0x3FFF {
-        // x ≤ −1, where log2(x + 1) does not exist: the host returns x (±0 for a zero y),
-        // inexact. (Other x outside the documented |x| < 1 − √2/2 get y·log2(x + 1), as
-        // on the host.)
-        ctx.raise(PE);
-        return if y.is_zero() {
-            F80::new(sx != sy, 0, 0)
-        } else {
-            x
+        // x ≤ −1, where log2(x + 1) does not exist: the host returns x, inexact, for a
+        // finite nonzero y, and exactly ±0 for a zero y and ±∞ for an infinite one, with
+        // the sign of x·y. (Other x outside the documented |x| < 1 − √2/2 get
+        // y·log2(x + 1), as on the host.)
+        return match y.class() {
+            Class::Zero => F80::new(sx != sy, 0, 0),
+            Class::Inf => F80::INFINITY.with_sign(sx != sy),
+            _ => {
+                ctx.raise(PE);
+                x
+            }
         };
     }
     let bx = Bf::from_f80(x);

@@ -998,15 +998,21 @@ impl X87 {
         self.sw &= !(0x3F | sw::SF | sw::ES | sw::B);
     }
 
-    /// FNINIT.
+    /// FNINIT: control word 037FH, status word 0, every register empty, the pointers
+    /// cleared. The data registers keep their contents (SDM Vol. 2 "FINIT/FNINIT"): FNSAVE
+    /// and the MMX registers still show them.
     pub fn fninit(&mut self) {
-        *self = X87::new();
+        *self = X87 {
+            regs: self.regs,
+            ..X87::new()
+        };
     }
 
     /// FNSTENV: stores the environment, then masks all exceptions.
     pub fn fnstenv(&mut self, fmt: EnvFormat) -> Vec<u8> {
         let img = self.env_image(fmt);
-        self.cw |= 0x3F;
+        // With every exception masked nothing is pending any more: ES and B clear (host).
+        self.load_cw(self.cw | 0x3F);
         img
     }
 
@@ -1067,9 +1073,10 @@ impl X87 {
     }
 
     /// FLDENV from an image of `fmt.env_len()` bytes (shorter images read as zero-filled).
-    /// FLDENV and FRSTOR replace the exception state rather than act on it, so they do not
-    /// report a pending #MF here; an unmasked exception in the loaded image is reported by
-    /// the next waiting instruction.
+    /// The processor checks for a pending unmasked exception before FLDENV and FRSTOR as
+    /// before any waiting instruction (#MF, checked on the host); these methods load the
+    /// image whatever is pending, which the caller checks first (`fwait`). An unmasked
+    /// exception in the loaded image is reported by the next waiting instruction.
     pub fn fldenv(&mut self, fmt: EnvFormat, img: &[u8]) -> Result<()> {
         self.load_env(fmt, img);
         Ok(())
@@ -1091,8 +1098,10 @@ impl X87 {
                 (w(0), w(4), w(8))
             }
             EnvFormat::Protected16 => {
+                // The 16-bit protected-mode image has no FOP: it loads as 0 (host behaviour).
                 self.fip = w(6) as u64;
                 self.fcs = w(8);
+                self.fop = 0;
                 self.fdp = w(10) as u64;
                 self.fds = w(12);
                 (w(0), w(2), w(4))
@@ -1232,8 +1241,10 @@ impl X87 {
         };
     }
 
-    /// EMMS: every register empty.
+    /// EMMS: every register empty. Like every MMX instruction it also sets TOP to 0 (host
+    /// behaviour; the SDM names only the tags).
     pub fn emms(&mut self) {
+        self.top = 0;
         self.empty = 0xFF;
     }
 }
@@ -1608,7 +1619,10 @@ mod tests {
             for r in [2..4, 6..8, 10..12] {
                 assert_eq!(soft[r.clone()], h.image[r.clone()]);
             }
-            assert_eq!(x, X87::new());
+            // FNSAVE reinitializes as FNINIT: the registers keep their contents.
+            let mut init = X87::new();
+            init.regs = x.regs;
+            assert_eq!(x, init);
             // Round trip through FRSTOR/FNSAVE and the 16-bit format.
             let mut y = X87::new();
             y.frstor(EnvFormat::Protected32, &soft).unwrap_or(());
@@ -1786,6 +1800,70 @@ mod tests {
             y.fxrstor(&soft, false);
             assert_eq!(image(&y), img);
         }
+    }
+
+    /// Corner cases found by the interpreter's differential tester, with the values the
+    /// host CPU gave (see the commit history of `x86/tests/difftest`).
+    #[test]
+    fn host_observed_corner_cases() {
+        // FNINIT and FNSAVE keep the register contents (visible through FNSAVE and MMX).
+        let mut x = X87::new();
+        x.fld_const(Constant::Pi).unwrap_or(());
+        x.fninit();
+        assert_eq!(x.tag_word(), 0xFFFF);
+        assert_eq!(x.as_mmx(7), 0xC90F_DAA2_2168_C235);
+        // EMMS sets TOP to 0 as well.
+        x.fld_const(Constant::One).unwrap_or(());
+        x.emms();
+        assert_eq!((x.top(), x.tag_word()), (0, 0xFFFF));
+        // FNSTENV masks everything, so nothing is pending any more.
+        let mut x = X87::new();
+        x.fldcw(0x037F & !(ZE as u16)).unwrap_or(());
+        x.fld_const(Constant::One).unwrap_or(());
+        x.fld_const(Constant::Zero).unwrap_or(());
+        x.arith(ArithOp::DivR, 0, Src::St(1), false).unwrap_or(());
+        assert_ne!(x.status_word() & sw::ES, 0);
+        let _ = x.fnstenv(EnvFormat::Protected32);
+        assert_eq!(x.status_word() & (sw::ES | sw::B), 0);
+        // A 16-bit protected-mode image has no FOP: it loads as 0.
+        x.set_pointers(0, 0, 0x123, None);
+        let img = x.save_image(EnvFormat::Protected16);
+        x.frstor(EnvFormat::Protected16, &img).unwrap_or(());
+        assert_eq!(x.fop, 0);
+        // FPREM of a denormal by an infinity: unchanged, DE only, even with UE unmasked.
+        let den = F80 {
+            signif: 0x07C0_0000_0000_0000,
+            se: 0x8000,
+        };
+        let mut x = X87::new();
+        x.fldcw(0x037F & !(UE as u16)).unwrap_or(());
+        x.fld_f80(F80::INFINITY.to_bytes()).unwrap_or(());
+        x.fld_f80(den.to_bytes()).unwrap_or(());
+        x.fprem(false).unwrap_or(());
+        assert_eq!(x.st(0), den);
+        assert_eq!(x.status_word() & 0xBF, DE as u16);
+        // FYL2XP1 with x <= -1: y = +inf gives -inf and y = +0 gives -0, both exact.
+        for (y, want) in [
+            (F80::INFINITY, F80::INFINITY.neg()),
+            (F80::ZERO, F80::ZERO.neg()),
+        ] {
+            let mut x = X87::new();
+            x.fld_f80(y.to_bytes()).unwrap_or(());
+            x.fld_f80(F80::new(true, 0x4000, 1 << 63).to_bytes())
+                .unwrap_or(());
+            x.fyl2xp1().unwrap_or(());
+            assert_eq!(x.st(0), want);
+            assert_eq!(x.status_word() & 0x3F, 0);
+        }
+        // FYL2X of a power of two: exact product, inexact and (tiny) underflowing.
+        let mut x = X87::new();
+        x.fld_f80(F80::new(false, 0, 0x127CD7).to_bytes())
+            .unwrap_or(());
+        x.fld_f80(F80::new(false, 0x4000, 1 << 63).to_bytes())
+            .unwrap_or(());
+        x.fyl2x().unwrap_or(());
+        assert_eq!(x.st(0), F80::new(false, 0, 0x127CD7));
+        assert_eq!(x.status_word() & 0x3F, (PE | UE | DE) as u16);
     }
 
     #[test]

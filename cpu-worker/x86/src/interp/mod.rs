@@ -8,6 +8,7 @@
 //! done, and POPA the registers popped before the fault, as the hardware
 //! does).
 
+pub mod fpu;
 mod integer;
 pub mod operand;
 pub mod sse;
@@ -101,6 +102,9 @@ pub fn exec<M: Memory, E: Env>(
         }
     }
     if let Some(f) = integer::exec(cpu, mem, env, insn)? {
+        return Ok(f);
+    }
+    if let Some(f) = fpu::exec(cpu, mem, insn)? {
         return Ok(f);
     }
     if let Some(f) = sse::exec(cpu, mem, insn)? {

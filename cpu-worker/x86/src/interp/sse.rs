@@ -167,13 +167,23 @@ fn low(v: &V, n: usize) -> V {
     r
 }
 
-// TODO(x87): every instruction with an MMX register operand sets the x87
-// TOP to 0 and all tags valid, and faults with #MF first if an unmasked
-// x87 exception is pending (SDM vol. 1 §9.5-9.6); EMMS sets all tags
-// empty. Wire these two to the x87 state when the x87 unit lands; the MMX
-// registers themselves already go through `CpuState::mmx/set_mmx`.
-fn mmx_transition(_cpu: &mut CpuState) {}
-fn mmx_empty(_cpu: &mut CpuState) {}
+/// An MMX instruction about to run: an unmasked x87 exception still
+/// pending is reported first (#MF, nothing changed), as for any waiting
+/// x87 instruction (SDM vol. 1 §9.5.2 and the MMX instruction pages).
+fn mmx_check_pending(cpu: &mut CpuState) -> Result<(), Exception> {
+    cpu.fpu.fwait().map_err(|_| Exception::FpuError)
+}
+
+/// The x87-to-MMX transition every instruction with an MMX register
+/// operand makes: TOP = 0 and all tags valid (SDM vol. 1 §9.5.1, table 9-3).
+fn mmx_transition(cpu: &mut CpuState) {
+    cpu.fpu.mmx_enter();
+}
+
+/// EMMS: all x87 tags empty (SDM vol. 1 §9.5.1).
+fn mmx_empty(cpu: &mut CpuState) {
+    cpu.fpu.emms();
+}
 
 /// Executes `insn` if it is an MMX/SSE/SSE2/SSE3/SSSE3 instruction;
 /// `Ok(None)` for anything else.
@@ -185,6 +195,13 @@ pub fn exec<M: Memory>(
     if insn.encoding() != EncodingKind::Legacy {
         return Ok(None);
     }
+    // Memory-source forms such as CVTPI2PS xmm, m64 make no transition;
+    // only an MMX register operand does.
+    let mmx = (0..insn.op_count())
+        .any(|i| insn.op_kind(i) == OpKind::Register && insn.op_register(i).is_mm());
+    if mmx || insn.code() == Code::Emms {
+        mmx_check_pending(cpu)?;
+    }
     let done = misc(cpu, mem, insn)?
         || moves(cpu, mem, insn)?
         || integer(cpu, mem, insn)?
@@ -192,9 +209,7 @@ pub fn exec<M: Memory>(
     if !done {
         return Ok(None);
     }
-    if (0..insn.op_count())
-        .any(|i| insn.op_kind(i) == OpKind::Register && insn.op_register(i).is_mm())
-    {
+    if mmx {
         mmx_transition(cpu);
     }
     Ok(Some(Flow::Next))
@@ -303,33 +318,26 @@ pub fn fxrstor_sse(cpu: &mut CpuState, area: &[u8; FXSAVE_WRITTEN]) {
     }
 }
 
-/// The x87 part of FXSAVE: FCW, FSW, abridged FTW, FOP, FIP/FCS, FDP/FDS
-/// and the eight 80-bit registers.
-///
-/// TODO(x87): the x87 unit owns this. Until it lands this writes the
-/// FNINIT state's control word 0x037f, a clear status word, all tags empty
-/// and the MMX registers as the mantissas of ST0-7 (exponent bits set, as
-/// MMX writes leave them).
+/// The x87 part of FXSAVE (SDM vol. 1 §10.5.1, table 10-2): FCW, FSW,
+/// the abridged tag byte, FOP, FIP/FCS, FDP/FDS (32-bit layout) and the
+/// eight 80-bit registers in 16-byte slots. MXCSR and MXCSR_MASK are the
+/// SSE part's.
 pub fn fxsave_x87(cpu: &CpuState, area: &mut [u8; FXSAVE_WRITTEN]) {
-    area[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
-    for i in 0..8 {
-        let o = 32 + 16 * i;
-        area[o..o + 8].copy_from_slice(&cpu.mmx(i).to_le_bytes());
-        area[o + 8..o + 10].copy_from_slice(&0xffffu16.to_le_bytes());
-    }
+    let mut img = [0u8; 512];
+    cpu.fpu.fxsave(&mut img, false);
+    area[..24].copy_from_slice(&img[..24]);
+    area[32..160].copy_from_slice(&img[32..160]);
 }
 
-/// The x87 part of FXRSTOR.
-///
-/// TODO(x87): the x87 unit owns this; until it lands only the MMX
-/// registers (the mantissas of ST0-7) are restored.
+/// The x87 part of FXRSTOR. FXRSTOR replaces the x87 state whatever
+/// exception is pending (it is not a waiting instruction), so it cannot
+/// fail; an unmasked exception in the image is reported by the next
+/// waiting instruction.
 pub fn fxrstor_x87(cpu: &mut CpuState, area: &[u8; FXSAVE_WRITTEN]) -> Result<(), Exception> {
-    for i in 0..8 {
-        let o = 32 + 16 * i;
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&area[o..o + 8]);
-        cpu.set_mmx(i, u64::from_le_bytes(b));
-    }
+    let mut img = [0u8; 512];
+    img[..FXSAVE_WRITTEN].copy_from_slice(area);
+    cpu.fpu.fxrstor(&img, false);
+    super::fpu::deprecate_selectors(&mut cpu.fpu);
     Ok(())
 }
 

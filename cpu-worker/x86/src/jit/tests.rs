@@ -386,3 +386,31 @@ fn cl_shifts_bt_and_half_moves_agree() {
     same(&a, &b);
     assert!(stats.translated >= 1);
 }
+
+#[test]
+fn x87_in_a_hot_loop_agrees() {
+    // The x87 instructions go through the interpreter helper inside
+    // translated blocks; FCOMI's flags feed a JBE, FISTP's result an ADD.
+    //      mov ecx, 300; mov esi, 0x20000; xor ebx, ebx; fld1
+    //   l: mov [esi], ecx; fild dword [esi]; fsqrt; faddp st1, st0
+    //      fild dword [esi]; fcomi st0, st1; jbe s; fchs
+    //   s: fistp dword [esi+4]; add ebx, [esi+4]; dec ecx; jnz l
+    //      fstp qword [esi+8]; fwait; fnstsw ax; int3
+    let code = [
+        0xb9, 0x2c, 0x01, 0, 0, 0xbe, 0, 0, 2, 0, 0x31, 0xdb, 0xd9, 0xe8, // 0x0e
+        0x89, 0x0e, 0xdb, 0x06, 0xd9, 0xfa, 0xde, 0xc1, 0xdb, 0x06, // 0x18
+        0xdb, 0xf1, 0x76, 0x02, 0xd9, 0xe0, // 0x1e
+        0xdb, 0x5e, 0x04, 0x03, 0x5e, 0x04, 0x49, 0x75, 0xe7, // 0x27
+        0xdd, 0x5e, 0x08, 0x9b, 0xdf, 0xe0, 0xcc,
+    ];
+    let (a, b, stats) = both(&code, |_, _| {});
+    same(&a, &b);
+    assert_eq!(a.fpu, b.fpu, "x87 state");
+    assert_eq!(a.regs[ECX], 0);
+    assert_eq!(a.fpu.tag_word(), 0xffff, "stack balanced");
+    assert!(
+        stats.translated >= 1,
+        "blocks translated: {}",
+        stats.translated
+    );
+}

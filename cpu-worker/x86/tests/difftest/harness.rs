@@ -8,6 +8,7 @@ use iced_x86::{Decoder, DecoderOptions, Formatter, Instruction, IntelFormatter, 
 use x86::interp::{self, Env};
 use x86::mem::{Exception, MemFault, Memory};
 use x86::state::{CpuState, AC, AF, CF, DF, ECX, ID, IF, NT, OF, PF, SF, ZF};
+use x87::{EnvFormat, X87};
 
 /// Where the probe puts things (see probe.c).
 pub const CODE_ADDR: u32 = 0x2000_0000;
@@ -21,6 +22,9 @@ pub const RO_SIZE: usize = 0x1000;
 /// A page below 64 KiB for 16-bit addressing (mapped when the host allows).
 pub const LOW_ADDR: u32 = 0x7000;
 pub const LOW_SIZE: usize = 0x1000;
+/// The x87 state in the 32-bit protected-mode FNSAVE/FRSTOR layout (SDM
+/// vol. 1 figures 8-9 and 8-13): environment, then ST(0)..ST(7).
+pub const FPU_IMAGE: usize = 108;
 
 /// The EFLAGS bits compared: arithmetic flags, TF, IF, DF, IOPL, NT, AC, ID
 /// (RF is set in a fault's frame by the host and is not architectural state
@@ -40,13 +44,38 @@ pub struct Case {
     pub eflags: u32,
     pub mxcsr: u32,
     pub xmm: [[u8; 16]; 8],
+    /// The x87 state the case starts with (FRSTOR image).
+    pub fpu: [u8; FPU_IMAGE],
     pub data: Vec<u8>,
     pub low: Vec<u8>,
     /// Result bits the SDM leaves undefined and the host does not settle
     /// (per register); flags are masked by `undefined_flags`.
     pub ignore_regs: [u32; 8],
+    /// x87 results the host does not round correctly (see `FpuLoose`).
+    pub fpu_loose: FpuLoose,
     /// Instructions the emulator may execute (REP slices count once each).
     pub max_steps: u32,
+}
+
+/// Registers of the final x87 state holding the result of a
+/// transcendental instruction, which the emulator rounds correctly and the
+/// host does not (the x87 crate's documentation; FYL2X and FYL2XP1 of a
+/// power of two included, where the host's log2 is a hair off the exact
+/// integer for negative ones): such a register may
+/// differ from the host's by up to `ulps` units in the last place when both
+/// are finite, not both zero, or by up to 2^`abs_exp` (FSIN/FCOS of
+/// |x| >= 1, which the host reduces with a 66-bit pi: an absolute error
+/// that grows with |x|; `ulps` u64::MAX for FPTAN there, which magnifies
+/// it without bound near the poles), and with it what follows from the
+/// rounding: C1 (rounded up), and when that register's value differs PE/UE
+/// with ES and B, its tag, and FOP/FDP (recorded only with an unmasked
+/// exception).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FpuLoose {
+    /// Bit i: ST(i).
+    pub regs: u8,
+    pub ulps: u64,
+    pub abs_exp: Option<i32>,
 }
 
 impl Case {
@@ -72,6 +101,8 @@ pub enum Fault {
     },
     AlignmentCheck,
     SimdFp,
+    /// #MF: a waiting x87 instruction found an unmasked exception pending.
+    FpuError,
     /// The host's alarm fired, or the emulator hit the step limit.
     Timeout,
     Other(String),
@@ -86,6 +117,8 @@ pub struct Snapshot {
     /// None when the host could not report it (fault without FXSR frame).
     pub mxcsr: Option<u32>,
     pub xmm: [[u8; 16]; 8],
+    /// The x87 state as FNSAVE stores it.
+    pub fpu: [u8; FPU_IMAGE],
     pub data: Vec<u8>,
     /// Empty when the low area is not mapped.
     pub low: Vec<u8>,
@@ -315,8 +348,16 @@ pub fn fault_of(e: Exception) -> Fault {
         },
         Exception::AlignmentCheck => Fault::AlignmentCheck,
         Exception::SimdFpError => Fault::SimdFp,
+        Exception::FpuError => Fault::FpuError,
         other => Fault::Other(format!("{other:?}")),
     }
+}
+
+/// The FNSAVE image of `fpu` (without FNSAVE's reinitialisation).
+pub fn fpu_image(fpu: &X87) -> [u8; FPU_IMAGE] {
+    let mut img = [0u8; FPU_IMAGE];
+    img.copy_from_slice(&fpu.save_image(EnvFormat::Protected32));
+    img
 }
 
 /// Runs `case` under `exec` in a fresh CPU and memory.
@@ -329,6 +370,9 @@ pub fn run_emulated(case: &Case, layout: &Layout, exec: &mut impl Executor) -> O
         ..CpuState::default()
     };
     cpu.set_eflags(case.eflags, !0);
+    // FRSTOR cannot fault; a pending exception in the image is reported by
+    // the first waiting instruction, as on the host.
+    let _ = cpu.fpu.frstor(EnvFormat::Protected32, &case.fpu);
     let mut mem = TestMemory::for_case(case, layout);
     let fault = match exec.run(&mut cpu, &mut mem, case.end(), case.max_steps) {
         Ok(()) => None,
@@ -343,6 +387,7 @@ pub fn run_emulated(case: &Case, layout: &Layout, exec: &mut impl Executor) -> O
             eip: cpu.eip,
             mxcsr: Some(cpu.mxcsr),
             xmm: cpu.xmm,
+            fpu: fpu_image(&cpu.fpu),
             data: mem.bytes_of(DATA_ADDR),
             low: if layout.low_mapped {
                 mem.bytes_of(LOW_ADDR)
@@ -495,6 +540,7 @@ pub fn compare(case: &Case, host: &Outcome, emu: &Outcome) -> Vec<String> {
             }
         }
     }
+    d.extend(fpu_differences(case, &h.fpu, &e.fpu));
     for (name, base, hb, eb) in [
         ("data", DATA_ADDR, &h.data, &e.data),
         ("low", LOW_ADDR, &h.low, &e.low),
@@ -514,6 +560,150 @@ pub fn compare(case: &Case, host: &Outcome, emu: &Outcome) -> Vec<String> {
     d
 }
 
+fn w16(img: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes([img[o], img[o + 1]])
+}
+
+fn d32(img: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([img[o], img[o + 1], img[o + 2], img[o + 3]])
+}
+
+/// ST(i) of an FNSAVE image as (sign and exponent, significand).
+fn st_of(img: &[u8], i: usize) -> (u16, u64) {
+    let o = 28 + 10 * i;
+    let mut m = [0u8; 8];
+    m.copy_from_slice(&img[o..o + 8]);
+    (w16(img, o + 8), u64::from_le_bytes(m))
+}
+
+/// The distance in units of the last place between two finite values, not
+/// both zero (None when either is infinite or NaN): the smallest denormal
+/// is one unit from zero. A result whose
+/// exponent was wrapped by 24576 (an unmasked overflow or underflow, SDM
+/// vol. 1 §8.5.4-8.5.5) is measured unwrapped: the other side may have
+/// rounded to a value that does not overflow or underflow.
+fn ulps_between(a: (u16, u64), b: (u16, u64)) -> Option<u64> {
+    const WRAP: i32 = 24576;
+    if a.1 == 0 && b.1 == 0 {
+        return None;
+    }
+    let ordinal = |(se, m): (u16, u64), adjust: i32| -> Option<(bool, u128)> {
+        let e = (se & 0x7fff) as i32;
+        if e == 0x7fff {
+            return None;
+        }
+        let e = u128::try_from(e + adjust).ok()?;
+        Some((se & 0x8000 != 0, (e << 63) | (m & !(1 << 63)) as u128))
+    };
+    [0, WRAP, -WRAP]
+        .iter()
+        .filter_map(|&adj| {
+            let ((sa, oa), (sb, ob)) = (ordinal(a, 0)?, ordinal(b, adj)?);
+            let d = if sa == sb { oa.abs_diff(ob) } else { oa + ob };
+            Some(u64::try_from(d).unwrap_or(u64::MAX))
+        })
+        .min()
+}
+
+/// Whether two finite values differ by at most 2^k.
+fn within_abs(a: (u16, u64), b: (u16, u64), k: i32) -> bool {
+    // Fixed point in units of 2^(k-4).
+    let fixed = |(se, m): (u16, u64)| -> Option<i128> {
+        let e = (se & 0x7fff) as i32;
+        if e == 0x7fff {
+            return None;
+        }
+        let sh = e.max(1) - 16383 - 63 - (k - 4);
+        let v = match sh {
+            61.. => return None,
+            0..=60 => (m as i128) << sh,
+            -63..=-1 => (m >> -sh) as i128,
+            _ => 0,
+        };
+        Some(if se & 0x8000 != 0 { -v } else { v })
+    };
+    match (fixed(a), fixed(b)) {
+        (Some(x), Some(y)) => (x - y).abs() <= 16,
+        _ => false,
+    }
+}
+
+/// The x87 state in words.
+pub fn describe_fpu(img: &[u8]) -> String {
+    let mut s = format!(
+        "fcw={:04x} fsw={:04x} ftw={:04x} fip={:08x} fcs={:04x} fop={:03x} fdp={:08x} fds={:04x}",
+        w16(img, 0),
+        w16(img, 4),
+        w16(img, 8),
+        d32(img, 12),
+        w16(img, 16),
+        w16(img, 18),
+        d32(img, 20),
+        w16(img, 24)
+    );
+    for i in 0..8 {
+        let (se, m) = st_of(img, i);
+        s += &format!(" st{i}={se:04x}:{m:016x}");
+    }
+    s
+}
+
+/// The differences between the host's and the emulator's x87 state.
+fn fpu_differences(case: &Case, h: &[u8; FPU_IMAGE], e: &[u8; FPU_IMAGE]) -> Vec<String> {
+    let mut loose_hit = 0u8;
+    let mut regs_ok = true;
+    let top = (w16(h, 4) >> 11) & 7;
+    for i in 0..8 {
+        let (a, b) = (st_of(h, i), st_of(e, i));
+        if a == b {
+            continue;
+        }
+        let lo = &case.fpu_loose;
+        let close = ulps_between(a, b).is_some_and(|u| u <= lo.ulps)
+            || lo.abs_exp.is_some_and(|k| within_abs(a, b, k));
+        if lo.regs & (1 << i) != 0 && close {
+            loose_hit |= 1 << i;
+        } else {
+            regs_ok = false;
+        }
+    }
+    let mut sw_mask = 0xffffu16;
+    if case.fpu_loose.regs != 0 {
+        // C1 says whether the (differently rounded) result was rounded up.
+        sw_mask &= !0x0200;
+    }
+    let mut tw_mask = 0xffffu16;
+    let mut pointers_follow_result = false;
+    if loose_hit != 0 {
+        // PE and UE (and with them ES and B) follow from the result, and
+        // FOP and FDP are recorded only with an unmasked exception.
+        sw_mask &= !(0x0020 | 0x0010 | 0x0080 | 0x8000);
+        pointers_follow_result = (w16(h, 4) ^ w16(e, 4)) & 0x0080 != 0;
+        for i in 0..8u16 {
+            if loose_hit & (1 << i) != 0 {
+                tw_mask &= !(3 << (2 * ((top + i) & 7)));
+            }
+        }
+    }
+    let mut ok = regs_ok
+        && w16(h, 0) == w16(e, 0)
+        && w16(h, 4) & sw_mask == w16(e, 4) & sw_mask
+        && w16(h, 8) & tw_mask == w16(e, 8) & tw_mask
+        && d32(h, 12) == d32(e, 12);
+    // FCS, FOP, FDP, FDS and the reserved halves.
+    for o in [2, 6, 10, 16, 18, 20, 22, 24, 26] {
+        let follows = matches!(o, 18 | 20 | 22);
+        ok &= w16(h, o) == w16(e, o) || (follows && pointers_follow_result);
+    }
+    if ok {
+        return Vec::new();
+    }
+    vec![
+        format!("x87 host     {}", describe_fpu(h)),
+        format!("x87 emulator {}", describe_fpu(e)),
+    ]
+}
+
 /// The case in words: bytes, disassembly and initial state.
 pub fn describe(case: &Case) -> String {
     let mut fmt = IntelFormatter::new();
@@ -528,6 +718,11 @@ pub fn describe(case: &Case) -> String {
     }
     let hex: Vec<String> = case.code.iter().map(|b| format!("{b:02x}")).collect();
     let r = &case.regs;
+    let x87 = if case.fpu != fpu_image(&X87::new()) {
+        format!("\n    x87 before   {}", describe_fpu(&case.fpu))
+    } else {
+        String::new()
+    };
     format!(
         "{} [{}]\n    eax={:08x} ecx={:08x} edx={:08x} ebx={:08x} esp={:08x} ebp={:08x} esi={:08x} edi={:08x} eflags={:08x}",
         text,
@@ -541,34 +736,112 @@ pub fn describe(case: &Case) -> String {
         r[6],
         r[7],
         case.eflags
-    )
+    ) + &x87
+}
+
+/// `DIFFTEST_TRACE=1` adds to each reported mismatch the emulator's x87
+/// state after every instruction of the case.
+fn trace_wanted() -> bool {
+    std::env::var_os("DIFFTEST_TRACE").is_some_and(|v| v == "1")
+}
+
+/// The interpreter's run of `case`, one line per instruction.
+fn trace(case: &Case, layout: &Layout) -> String {
+    let mut cpu = CpuState {
+        regs: case.regs,
+        eip: CODE_ADDR,
+        xmm: case.xmm,
+        mxcsr: case.mxcsr,
+        ..CpuState::default()
+    };
+    cpu.set_eflags(case.eflags, !0);
+    let _ = cpu.fpu.frstor(EnvFormat::Protected32, &case.fpu);
+    let mut mem = TestMemory::for_case(case, layout);
+    let mut fmt = IntelFormatter::new();
+    let mut out = String::new();
+    for _ in 0..case.max_steps {
+        if cpu.eip == case.end() {
+            break;
+        }
+        let r = interp::decode(&cpu, &mut mem).and_then(|insn| {
+            let mut text = String::new();
+            fmt.format(&insn, &mut text);
+            out.push_str(&format!("    trace {text:<40}"));
+            interp::step(&mut cpu, &mut mem, &mut NoEnv, &insn)
+        });
+        out.push_str(&format!(
+            " {:?}\n        {}\n",
+            r.err(),
+            describe_fpu(&fpu_image(&cpu.fpu))
+        ));
+        if r.is_err() {
+            break;
+        }
+    }
+    out
 }
 
 /// Runs `cases` natively and under `exec`; returns a report of the
 /// mismatches (at most `max_report` described) and their count.
-pub fn differential(
-    cases: &[Case],
-    exec: &mut impl Executor,
-    max_report: usize,
-) -> (usize, String) {
+pub fn differential(cases: &[Case], exec: &mut impl Executor, max_report: usize) -> Summary {
     let (layout, host) = super::probe::run_native(cases);
-    let mut bad = 0;
-    let mut report = String::new();
+    let mut sum = Summary::default();
     for (i, (case, h)) in cases.iter().zip(host.iter()).enumerate() {
         let e = run_emulated(case, &layout, exec);
         let d = compare(case, h, &e);
+        *sum.host_faults
+            .entry(h.fault.as_ref().map_or("none".into(), fault_name))
+            .or_default() += 1;
         if d.is_empty() {
+            if let Some(u) = loose_ulps(case, &h.snap.fpu, &e.snap.fpu) {
+                sum.loose.push(u);
+            }
             continue;
         }
-        bad += 1;
-        if bad <= max_report {
-            report.push_str(&format!("case {i}: {}\n", describe(case)));
+        sum.bad += 1;
+        if sum.bad <= max_report {
+            sum.report
+                .push_str(&format!("case {i}: {}\n", describe(case)));
             for line in d {
-                report.push_str(&format!("    {line}\n"));
+                sum.report.push_str(&format!("    {line}\n"));
+            }
+            if trace_wanted() {
+                sum.report.push_str(&trace(case, &layout));
             }
         }
     }
-    (bad, report)
+    sum
+}
+
+/// What a differential run found.
+#[derive(Default)]
+pub struct Summary {
+    /// Cases that differ, and the first of them described.
+    pub bad: usize,
+    pub report: String,
+    /// How the cases ended on the host (fault kind or "none").
+    pub host_faults: std::collections::BTreeMap<String, usize>,
+    /// For each agreeing case that needed the transcendental tolerance,
+    /// the largest distance in units of the last place.
+    pub loose: Vec<u64>,
+}
+
+fn fault_name(f: &Fault) -> String {
+    match f {
+        Fault::Page { .. } => "#PF".into(),
+        Fault::FpuError => "#MF".into(),
+        Fault::Other(s) => s.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The largest distance between differing results in the tolerated
+/// registers of `case` (None when they are equal).
+fn loose_ulps(case: &Case, h: &[u8; FPU_IMAGE], e: &[u8; FPU_IMAGE]) -> Option<u64> {
+    (0..8)
+        .filter(|&i| case.fpu_loose.regs & (1 << i) != 0 && st_of(h, i) != st_of(e, i))
+        .map(|i| ulps_between(st_of(h, i), st_of(e, i)).unwrap_or(u64::MAX))
+        .max()
 }
 
 /// Flags a case may start with: the arithmetic ones and DF (IF is always

@@ -14,17 +14,21 @@
  *           number, u32 error code, u32 si_addr, u32 si_code, state,
  *           u8 data[DATA_SIZE], u8 low[LOW_SIZE]
  *   state   u32 eax..edi (8), u32 eflags, u32 eip, u32 mxcsr, u32 pad,
- *           u8 xmm0..7 [8][16]
+ *           u8 xmm0..7 [8][16], u8 fpu[108] (the x87 state as FNSAVE
+ *           stores it in 32-bit protected mode)
  *
  * The code is copied to CODE_ADDR and followed by an indirect jump back to
- * case_exit. Registers, EFLAGS, MXCSR and XMM0-7 are loaded from the case;
+ * case_exit. Registers, EFLAGS, MXCSR, XMM0-7 and the x87 state (FRSTOR)
+ * are loaded from the case, and stored back (FNSAVE) at case_exit;
  * ESP is the case's too, so the stack is guest memory (it points into the
  * data area). Faults arrive as signals handled on an alternate stack (the
  * guest ESP may be anything); the handler records the signal, the trap
  * number, error code and the register state of the ucontext, then
  * siglongjmps back. Linux reports the x86 exception vector in the trap
  * number: 0 #DE, 3 #BP, 4 #OF, 5 #BR, 6 #UD, 13 #GP, 14 #PF (si_addr is
- * CR2), 17 #AC, 19 #XM.
+ * CR2), 16 #MF (SIGFPE of an unmasked x87 exception, raised by the next
+ * waiting instruction), 17 #AC, 19 #XM. For a signal the x87 state comes
+ * from the signal frame (see on_signal).
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -58,6 +62,7 @@ struct state {
     uint32_t mxcsr;
     uint32_t pad;
     uint8_t xmm[8][16];
+    uint8_t fpu[108];
 } __attribute__((packed));
 
 struct case_in {
@@ -116,6 +121,7 @@ __asm__(
     "  movdqu in_state+128, %xmm5\n"
     "  movdqu in_state+144, %xmm6\n"
     "  movdqu in_state+160, %xmm7\n"
+    "  frstor in_state+176\n"
     "  pushl in_state+32\n"
     "  popfl\n"
     "  movl in_state+0, %eax\n"
@@ -129,6 +135,7 @@ __asm__(
     "  jmp *code_entry\n"
     ".globl case_exit\n"
     "case_exit:\n"
+    "  fnsave out_state+176\n"
     "  movl %eax, out_state+0\n"
     "  movl %ecx, out_state+4\n"
     "  movl %edx, out_state+8\n"
@@ -157,9 +164,14 @@ __asm__(
 /*
  * Offsets into the i386 signal frame's FPU state (the kernel's
  * struct _fpstate_32): the FXSR part follows the legacy FSAVE image; magic
- * 0x0000 says it is there, 0xffff that it is not.
+ * 0x0000 says it is there, 0xffff that it is not. The legacy image is
+ * converted by the kernel from its FXSAVE copy and loses FOP (its FCS and
+ * FDS words are the user selectors): FOP, FIP and FDP are taken from the
+ * FXSAVE header (FXSR_ENV, 64-bit layout), FCS and FDS are stored as 0 as
+ * the processors that deprecate them do.
  */
 #define FPSTATE_MAGIC 110
+#define FPSTATE_FXSR_ENV 112
 #define FPSTATE_MXCSR 136
 #define FPSTATE_XMM 272
 
@@ -186,9 +198,21 @@ static void on_signal(int sig, siginfo_t *info, void *ctx)
     uint16_t magic = 0xffff;
     if (fp)
         memcpy(&magic, fp + FPSTATE_MAGIC, 2);
+    if (fp)
+        memcpy(res.st.fpu, fp, sizeof res.st.fpu);
     if (magic == 0) {
         memcpy(&res.st.mxcsr, fp + FPSTATE_MXCSR, 4);
         memcpy(res.st.xmm, fp + FPSTATE_XMM, sizeof res.st.xmm);
+        uint16_t fop;
+        uint32_t fip, fdp, fcs_fop, fds = 0xffff0000u;
+        memcpy(&fop, fp + FPSTATE_FXSR_ENV + 6, 2);
+        memcpy(&fip, fp + FPSTATE_FXSR_ENV + 8, 4);
+        memcpy(&fdp, fp + FPSTATE_FXSR_ENV + 16, 4);
+        fcs_fop = (uint32_t)(fop & 0x7ff) << 16;
+        memcpy(res.st.fpu + 12, &fip, 4);
+        memcpy(res.st.fpu + 16, &fcs_fop, 4);
+        memcpy(res.st.fpu + 20, &fdp, 4);
+        memcpy(res.st.fpu + 24, &fds, 4);
     } else {
         res.st.mxcsr = 0xffffffffu;
     }

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use super::harness::{Case, Fault, Layout, Outcome, Snapshot, CODE_MAX, DATA_SIZE, LOW_SIZE};
+use super::harness::{
+    Case, Fault, Layout, Outcome, Snapshot, CODE_MAX, DATA_SIZE, FPU_IMAGE, LOW_SIZE,
+};
 
 const SOURCE: &str = include_str!("probe.c");
 
@@ -19,8 +21,8 @@ const MAGIC_HELLO: u32 = 0x3142_5250;
 const MAGIC_CASE: u32 = 0x4553_4143;
 const MAGIC_RESULT: u32 = 0x544c_5352;
 
-/// eax..edi, eflags, eip, mxcsr, pad, xmm0-7.
-const STATE_SIZE: usize = 8 * 4 + 4 * 4 + 8 * 16;
+/// eax..edi, eflags, eip, mxcsr, pad, xmm0-7, the FNSAVE image.
+const STATE_SIZE: usize = 8 * 4 + 4 * 4 + 8 * 16 + FPU_IMAGE;
 const CASE_SIZE: usize = 8 + STATE_SIZE + CODE_MAX + DATA_SIZE + LOW_SIZE;
 const RESULT_SIZE: usize = 24 + STATE_SIZE + DATA_SIZE + LOW_SIZE;
 
@@ -75,6 +77,7 @@ fn put_state(
     eip: u32,
     mxcsr: u32,
     xmm: &[[u8; 16]; 8],
+    fpu: &[u8; FPU_IMAGE],
 ) {
     for r in regs {
         buf.extend_from_slice(&r.to_le_bytes());
@@ -85,13 +88,22 @@ fn put_state(
     for x in xmm {
         buf.extend_from_slice(x);
     }
+    buf.extend_from_slice(fpu);
 }
 
 fn encode_case(case: &Case) -> Vec<u8> {
     let mut b = Vec::with_capacity(CASE_SIZE);
     b.extend_from_slice(&MAGIC_CASE.to_le_bytes());
     b.extend_from_slice(&(case.code.len() as u32).to_le_bytes());
-    put_state(&mut b, &case.regs, case.eflags, 0, case.mxcsr, &case.xmm);
+    put_state(
+        &mut b,
+        &case.regs,
+        case.eflags,
+        0,
+        case.mxcsr,
+        &case.xmm,
+        &case.fpu,
+    );
     let mut code = [0u8; CODE_MAX];
     code[..case.code.len()].copy_from_slice(&case.code);
     b.extend_from_slice(&code);
@@ -127,6 +139,8 @@ fn decode_result(b: &[u8], layout: &Layout) -> Outcome {
     for (i, x) in xmm.iter_mut().enumerate() {
         x.copy_from_slice(&b[s + 48 + 16 * i..s + 64 + 16 * i]);
     }
+    let mut fpu = [0u8; FPU_IMAGE];
+    fpu.copy_from_slice(&b[s + 176..s + 176 + FPU_IMAGE]);
     let d = s + STATE_SIZE;
     let data = b[d..d + DATA_SIZE].to_vec();
     let low = if layout.low_mapped {
@@ -144,6 +158,7 @@ fn decode_result(b: &[u8], layout: &Layout) -> Outcome {
             5 => Fault::BoundRange,
             6 => Fault::InvalidOpcode,
             13 => Fault::GeneralProtection,
+            16 if signo == SIGFPE => Fault::FpuError,
             14 => Fault::Page {
                 addr,
                 write: err & 2 != 0,
@@ -166,6 +181,7 @@ fn decode_result(b: &[u8], layout: &Layout) -> Outcome {
             // 0xffffffff: the signal frame had no FXSR image.
             mxcsr: (mxcsr != u32::MAX).then_some(mxcsr),
             xmm,
+            fpu,
             data,
             low,
         },

@@ -9,10 +9,12 @@ pub mod control;
 pub mod data;
 pub mod sequence;
 pub mod string;
+pub mod x87;
 
 use super::asm::{self, Rm};
 use super::harness::{
-    Case, BASE_EFLAGS, CASE_FLAGS, DATA_ADDR, DATA_SIZE, LOW_ADDR, LOW_SIZE, RO_ADDR,
+    fpu_image, Case, FpuLoose, BASE_EFLAGS, CASE_FLAGS, DATA_ADDR, DATA_SIZE, LOW_ADDR, LOW_SIZE,
+    RO_ADDR,
 };
 
 /// xorshift64* seeded through splitmix64.
@@ -130,9 +132,11 @@ pub fn base(rng: &mut Rng) -> Case {
         eflags: BASE_EFLAGS | (rng.u32() & CASE_FLAGS),
         mxcsr: 0x1f80,
         xmm,
+        fpu: fpu_image(&::x87::X87::new()),
         data,
         low,
         ignore_regs: [0; 8],
+        fpu_loose: FpuLoose::default(),
         max_steps: 16,
     }
 }
