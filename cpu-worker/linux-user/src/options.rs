@@ -448,7 +448,7 @@ mod tests {
             Ok(Action::Print(_))
         ));
         assert!(matches!(
-            parse(&os(&["-d", "op", "p"]), &[]),
+            parse(&os(&["-d", "op_opt", "p"]), &[]),
             Err(Error::Log(_))
         ));
         assert!(matches!(

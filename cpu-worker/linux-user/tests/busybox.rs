@@ -125,7 +125,6 @@ fn static_busybox_applets() {
 }
 
 #[test]
-#[ignore = "awk computes in doubles: needs the x87 unit the x86 crate does not have yet"]
 fn static_busybox_awk() {
     let Some(w) = debian_user_dir() else {
         return;

@@ -172,10 +172,31 @@ fn strace_and_log_options() {
         "{}",
         &text[..text.len().min(500)]
     );
-    // Items of the future JIT are refused, not ignored.
-    let r = emulated_with(&["-d", "out_asm"], &p, &[]);
+    // What Cranelift cannot show is refused, not ignored.
+    let r = emulated_with(&["-d", "op_opt"], &p, &[]);
     assert_ne!(r.status, 0);
-    assert!(r.stderr.contains("not available yet"), "{}", r.stderr);
+    assert!(r.stderr.contains("not available"), "{}", r.stderr);
+    // The JIT's items: IR and host code of each translated block (the
+    // self-modifying-code program has hot loops).
+    let smc = build("smc");
+    let jlog = work_dir().join("jit.log");
+    let r = emulated_with(
+        &["-d", "op,out_asm", "-D", jlog.to_str().expect("utf-8 path")],
+        &smc,
+        &[],
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let text = std::fs::read_to_string(&jlog).expect("jit log written");
+    assert!(
+        text.contains("OP: block at 0x"),
+        "{}",
+        &text[..text.len().min(500)]
+    );
+    assert!(
+        text.contains("OUT: block at 0x"),
+        "{}",
+        &text[..text.len().min(500)]
+    );
     let r = emulated_with(&["-g", "1234"], &p, &[]);
     assert_ne!(r.status, 0);
     assert!(r.stderr.contains("not implemented yet"), "{}", r.stderr);
