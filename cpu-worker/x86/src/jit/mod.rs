@@ -3,11 +3,12 @@
 //!
 //! Every block start is counted while it runs in the interpreter; once a
 //! block has run `HOT_THRESHOLD` times it is translated. Translated code is
-//! kept in generations (one `JITModule` each) and dropped whole when the
-//! code cache is flushed. Writes to pages holding translated code are
+//! packed into one code buffer (`codebuf.rs`); a full buffer is a new
+//! generation: every translation is dropped and the buffer reused. Writes to pages holding translated code are
 //! reported by the memory (`DirectMemory::take_code_writes`) and drop the
 //! blocks made from those pages.
 
+mod codebuf;
 mod entry;
 pub mod translate;
 
@@ -15,11 +16,10 @@ use std::collections::HashMap;
 
 use cranelift_codegen::ir::{types, AbiParam, Signature};
 use cranelift_codegen::isa::CallConv;
+use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::Module;
 use iced_x86::Instruction;
 
 pub use entry::recover_from_fault;
@@ -103,11 +103,14 @@ pub struct Stats {
     /// Entries from the dispatcher into translated code (chained blocks
     /// run without coming back).
     pub entries: u64,
+    /// Calls of `run` (each syscall or signal returns from it).
+    pub runs: u64,
 }
 
 pub struct Engine {
-    module: Option<JITModule>,
-    generation_bytes: usize,
+    /// The host ISA and the code buffer, made when the first block gets hot.
+    isa: Option<OwnedTargetIsa>,
+    code: Option<codebuf::CodeBuf>,
     blocks: HashMap<u32, TBlock>,
     counts: HashMap<u32, u32>,
     page_blocks: HashMap<u32, Vec<u32>>,
@@ -140,7 +143,7 @@ pub struct Engine {
     pub translate_range: Option<(u32, u32)>,
 }
 
-fn new_module() -> Result<JITModule, String> {
+fn new_isa() -> Result<OwnedTargetIsa, String> {
     let mut flags = settings::builder();
     flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
     // The IR verifier costs more than the compilation of a small block.
@@ -158,32 +161,53 @@ fn new_module() -> Result<JITModule, String> {
     flags
         .set("preserve_frame_pointers", "true")
         .map_err(|e| e.to_string())?;
-    let isa = cranelift_native::builder()
+    cranelift_native::builder()
         .map_err(|e| e.to_string())?
         .finish(settings::Flags::new(flags))
-        .map_err(|e| e.to_string())?;
-    let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
-    let arena = cranelift_jit::ArenaMemoryProvider::new_with_size(GENERATION_BYTES + (8 << 20))
-        .map_err(|e| e.to_string())?;
-    builder.memory_provider(Box::new(arena));
-    Ok(JITModule::new(builder))
+        .map_err(|e| e.to_string())
+}
+
+/// Compiles the function in `ctx` and copies its code into `buf`. The code
+/// must be position-independent (our blocks call helpers through constant
+/// addresses): any relocation is refused.
+fn emit(
+    isa: &OwnedTargetIsa,
+    buf: &mut codebuf::CodeBuf,
+    ctx: &mut Context,
+) -> Result<(*const u8, usize, Option<String>), String> {
+    let mut cp = cranelift_codegen::control::ControlPlane::default();
+    let compiled = ctx
+        .compile(&**isa, &mut cp)
+        .map_err(|e| format!("{:?}", e.inner))?;
+    if !compiled.buffer.relocs().is_empty() {
+        return Err("translated code needs relocation".into());
+    }
+    let bytes = compiled.code_buffer();
+    let text = compiled.vcode.clone();
+    let len = bytes.len();
+    let p = buf
+        .add(bytes)
+        .ok_or_else(|| "code buffer full".to_string())?;
+    Ok((p, len, text))
 }
 
 /// Compiles the System V entry shim of a generation: `fn(cpu, ctx, code)`
 /// calls block `code` in the block calling convention and returns its exit
 /// code.
 fn compile_shim(
-    module: &mut JITModule,
+    isa: &OwnedTargetIsa,
+    buf: &mut codebuf::CodeBuf,
     ctx: &mut Context,
     fctx: &mut FunctionBuilderContext,
 ) -> Result<*const u8, String> {
     use cranelift_codegen::ir::InstBuilder;
+    ctx.clear();
     let mut sig = Signature::new(CallConv::SystemV);
     for _ in 0..3 {
         sig.params.push(AbiParam::new(types::I64));
     }
     sig.returns.push(AbiParam::new(types::I64));
-    ctx.func.signature = sig.clone();
+    ctx.func.signature = sig;
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
         let entry = b.create_block();
@@ -195,21 +219,16 @@ fn compile_shim(
         let r = b.inst_results(call)[0];
         b.ins().return_(&[r]);
         b.seal_all_blocks();
-        b.finalize(module.target_config());
+        b.finalize(isa.frontend_config());
     }
-    let id = module
-        .declare_anonymous_function(&sig)
-        .map_err(|e| e.to_string())?;
-    let r = module.define_function(id, ctx);
-    module.clear_context(ctx);
-    r.map_err(|e| e.to_string())?;
-    module.finalize_definitions().map_err(|e| e.to_string())?;
-    Ok(module.get_finalized_function(id))
+    let r = emit(isa, buf, ctx);
+    ctx.clear();
+    Ok(r?.0)
 }
 
 /// `RQEMU_JIT_STATS=1`: count the instructions translated code hands to
 /// the interpreter, and print the most frequent every 2^22 calls (to find
-/// what to lower next).
+/// what to lower next), and the engine's counters every 64 runs.
 static HELPER_STATS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static HELPER_COUNTS: std::sync::Mutex<Option<HashMap<String, u64>>> = std::sync::Mutex::new(None);
 
@@ -225,6 +244,22 @@ fn count_helper(insn: &Instruction) {
         v.sort_by(|a, b| b.1.cmp(a.1));
         let top: Vec<String> = v.iter().take(12).map(|(k, n)| format!("{k}:{n}")).collect();
         eprintln!("rqemu jit helper calls ({total}): {}", top.join(" "));
+    }
+}
+
+/// `RQEMU_PERF_MAP=1`: name each translated block in /tmp/perf-PID.map
+/// (perf's JIT symbol file) after the guest address it came from.
+static PERF_MAP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn perf_map_add(code: usize, size: usize, guest: u32) {
+    use std::io::Write;
+    let path = format!("/tmp/perf-{}.map", std::process::id());
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{code:x} {size:x} guest_{guest:08x}");
     }
 }
 
@@ -266,11 +301,7 @@ impl Drop for Engine {
         self.blocks.clear();
         self.dead.clear();
         self.front.fill(FRONT_EMPTY);
-        if let Some(m) = self.module.take() {
-            // SAFETY: the engine is going away: no translated code runs and
-            // no pointer into it survives.
-            unsafe { m.free_memory() };
-        }
+        self.code = None;
         entry::JIT_THREAD.with(|t| {
             t.code_lo.set(0);
             t.code_hi.set(0);
@@ -286,14 +317,17 @@ impl Default for Engine {
 
 impl Engine {
     pub fn new() -> Self {
+        if std::env::var_os("RQEMU_PERF_MAP").is_some() {
+            PERF_MAP.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         if std::env::var_os("RQEMU_JIT_STATS").is_some() {
             HELPER_STATS.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         // The Cranelift module is made when the first block gets hot: short
         // programs never pay for it.
         Engine {
-            module: None,
-            generation_bytes: 0,
+            isa: None,
+            code: None,
             blocks: HashMap::new(),
             counts: HashMap::new(),
             page_blocks: HashMap::new(),
@@ -324,12 +358,11 @@ impl Engine {
         self.counts.clear();
         self.shim = std::ptr::null();
         self.front.fill(FRONT_EMPTY);
-        if let Some(m) = self.module.take() {
-            // SAFETY: no translated code runs (we are in the dispatcher)
-            // and every pointer into it was dropped just above.
-            unsafe { m.free_memory() };
+        // No translated code runs (we are in the dispatcher) and every
+        // pointer into the buffer was dropped just above.
+        if let Some(c) = self.code.as_mut() {
+            c.reset();
         }
-        self.generation_bytes = 0;
         self.stats.flushes += 1;
         entry::JIT_THREAD.with(|t| {
             t.code_lo.set(0);
@@ -384,6 +417,10 @@ impl Engine {
             env: env as *mut E,
             exception: None,
         };
+        self.stats.runs += 1;
+        if HELPER_STATS.load(Ordering::Relaxed) && self.stats.runs % 64 == 0 {
+            eprintln!("rqemu engine: {:?}", self.stats);
+        }
         loop {
             if cpu.exit_request.0.load(Ordering::Acquire) != 0 || self.block_budget == 0 {
                 return Stop::Interrupted;
@@ -519,25 +556,38 @@ impl Engine {
         cpu: &CpuState,
         mem: &mut M,
     ) -> Result<(), Exception> {
-        if self.generation_bytes > GENERATION_BYTES {
-            self.flush();
-        }
-        if self.module.is_none() {
-            match new_module() {
-                Ok(m) => self.module = Some(m),
-                Err(_) => {
+        if self.isa.is_none() || self.code.is_none() {
+            match (new_isa(), codebuf::CodeBuf::new(GENERATION_BYTES)) {
+                (Ok(i), Ok(c)) => {
+                    self.isa = Some(i);
+                    self.code = Some(c);
+                }
+                _ => {
                     self.interpret_only = true;
                     return Err(Exception::InvalidOpcode);
                 }
             }
         }
-        let Some(module) = self.module.as_mut() else {
+        // A full buffer starts a new generation.
+        if self
+            .code
+            .as_ref()
+            .is_some_and(|c| c.used() > GENERATION_BYTES - (1 << 20))
+        {
+            self.flush();
+        }
+        let (Some(isa), Some(code_buf)) = (self.isa.as_ref(), self.code.as_mut()) else {
             return Err(Exception::InvalidOpcode);
         };
-        let tcfg = module.target_config();
+        let tcfg = isa.frontend_config();
         if self.shim.is_null() {
-            self.shim = compile_shim(module, &mut self.ctx, &mut self.fctx)
+            self.shim = compile_shim(isa, code_buf, &mut self.ctx, &mut self.fctx)
                 .map_err(|_| Exception::InvalidOpcode)?;
+            let (lo, hi) = code_buf.range();
+            entry::JIT_THREAD.with(|t| {
+                t.code_lo.set(lo);
+                t.code_hi.set(hi);
+            });
         }
         // Decode the block.
         let start = cpu.eip;
@@ -597,42 +647,22 @@ impl Engine {
             ));
         }
         self.ctx.set_disasm(self.dump_asm);
-        let id = module
-            .declare_anonymous_function(&sig)
-            .map_err(|_| Exception::InvalidOpcode)?;
-        let defined = module.define_function(id, &mut self.ctx);
-        if self.dump_asm {
-            if let Some(text) = self.ctx.compiled_code().and_then(|c| c.vcode.clone()) {
-                self.dumps
-                    .push(format!("OUT: block at 0x{start:08x}\n{text}\n"));
+        let emitted = emit(isa, code_buf, &mut self.ctx);
+        self.ctx.clear();
+        let (code, size, text) = match emitted {
+            Ok(r) => r,
+            Err(_) => {
+                // Full buffer: the next attempt starts a new generation.
+                return Err(Exception::InvalidOpcode);
             }
+        };
+        if let Some(text) = text.filter(|_| self.dump_asm) {
+            self.dumps
+                .push(format!("OUT: block at 0x{start:08x}\n{text}\n"));
         }
-        let size = self
-            .ctx
-            .compiled_code()
-            .map(|c| c.code_info().total_size as usize)
-            .unwrap_or(0);
-        module.clear_context(&mut self.ctx);
-        if defined.is_err() {
-            self.interpret_only = true;
-            return Err(Exception::InvalidOpcode);
+        if PERF_MAP.load(std::sync::atomic::Ordering::Relaxed) {
+            perf_map_add(code as usize, size, start);
         }
-        if module.finalize_definitions().is_err() {
-            self.interpret_only = true;
-            return Err(Exception::InvalidOpcode);
-        }
-        let code = module.get_finalized_function(id);
-        self.generation_bytes += size;
-        entry::JIT_THREAD.with(|t| {
-            let lo = code as usize;
-            let hi = lo + size;
-            if t.code_lo.get() == 0 || lo < t.code_lo.get() {
-                t.code_lo.set(lo);
-            }
-            if hi > t.code_hi.get() {
-                t.code_hi.set(hi);
-            }
-        });
         mem.protect_code(pages.0);
         self.page_blocks.entry(pages.0).or_default().push(start);
         if pages.1 != pages.0 {

@@ -16,6 +16,7 @@
 use std::mem::offset_of;
 
 use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::AtomicRmwOp;
 use cranelift_codegen::ir::{types, AbiParam, Block, InstBuilder, MemFlagsData, Signature, Value};
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::FunctionBuilder;
@@ -147,7 +148,15 @@ pub fn lowered(insn: &Instruction) -> bool {
     if lowered_sse(insn) {
         return true;
     }
-    if !all_gpr_or_imm || insn.has_lock_prefix() {
+    if !all_gpr_or_imm {
+        return false;
+    }
+    // Locked read-modify-writes become host atomics (32-bit forms).
+    let atomic_ok = matches!(
+        insn.mnemonic(),
+        Mnemonic::Xchg | Mnemonic::Cmpxchg | Mnemonic::Xadd
+    ) && op_bytes(insn, 0) == 4;
+    if insn.has_lock_prefix() && !atomic_ok {
         return false;
     }
     match insn.mnemonic() {
@@ -210,7 +219,10 @@ pub fn lowered(insn: &Instruction) -> bool {
         Mnemonic::Bswap => insn.op_register(0).is_gpr32(),
         Mnemonic::Xchg => {
             insn.op_kind(0) == OpKind::Register && insn.op_kind(1) == OpKind::Register
+                || atomic_ok && insn.op_kind(1) == OpKind::Register
         }
+        Mnemonic::Cmpxchg | Mnemonic::Xadd => atomic_ok && insn.op_kind(0) == OpKind::Memory,
+        Mnemonic::Div | Mnemonic::Idiv => op_bytes(insn, 0) == 4,
         _ if insn.is_jcc_short_or_near() => true,
         m if is_setcc(m) || is_cmovcc(m) => true,
         _ => false,
@@ -1535,6 +1547,88 @@ impl<'a, 'b> Translator<'a, 'b> {
                     .imul_imm_u(over, (crate::state::CF | crate::state::OF) as i64);
                 self.write_op(insn, 0, None, r);
                 self.eager_flags_with_szp(cfof, r, bytes);
+            }
+            Mnemonic::Xchg if insn.op_kind(0) == OpKind::Memory => {
+                // Always locked: an atomic swap on the host address.
+                let a = self.ea(insn);
+                self.sync(eip);
+                let h = self.host_addr(a);
+                let v = self.read_reg(insn.op_register(1));
+                let old = self.b.ins().atomic_rmw(I32, mf(), AtomicRmwOp::Xchg, h, v);
+                self.write_reg(insn.op_register(1), old);
+            }
+            Mnemonic::Cmpxchg => {
+                let a = self.ea(insn);
+                self.sync(eip);
+                let h = self.host_addr(a);
+                let acc = self.reg32(crate::state::EAX);
+                let new = self.read_reg(insn.op_register(1));
+                let old = self.b.ins().atomic_cas(mf(), h, acc, new);
+                let eq = self.b.ins().icmp(IntCC::Equal, old, acc);
+                let eax = self.b.ins().select(eq, acc, old);
+                self.set_reg32(crate::state::EAX, eax);
+                // The flags of CMP EAX, old.
+                let d = self.b.ins().isub(acc, old);
+                self.set_flags(CcOp::Sub, 4, d, old, acc);
+            }
+            Mnemonic::Xadd => {
+                let a = self.ea(insn);
+                self.sync(eip);
+                let h = self.host_addr(a);
+                let v = self.read_reg(insn.op_register(1));
+                let old = if insn.has_lock_prefix() {
+                    self.b.ins().atomic_rmw(I32, mf(), AtomicRmwOp::Add, h, v)
+                } else {
+                    let old = self.b.ins().load(I32, mf(), h, 0);
+                    let sum = self.b.ins().iadd(old, v);
+                    self.b.ins().store(mf(), sum, h, 0);
+                    old
+                };
+                let sum = self.b.ins().iadd(old, v);
+                self.write_reg(insn.op_register(1), old);
+                self.set_flags(CcOp::Add, 4, sum, v, old);
+            }
+            Mnemonic::Div | Mnemonic::Idiv => {
+                // EDX:EAX / r/m32. A zero divisor, a quotient that does not
+                // fit (and IDIV by -1, to keep the host from trapping on
+                // INT64_MIN / -1) leave through the interpreter: #DE.
+                let d = self.read_op(insn, 0);
+                let lo = self.reg32(crate::state::EAX);
+                let hi = self.reg32(crate::state::EDX);
+                let lo64 = self.b.ins().uextend(I64, lo);
+                let hi64 = self.b.ins().uextend(I64, hi);
+                let hi64 = self.b.ins().ishl_imm_u(hi64, 32);
+                let n = self.b.ins().bor(hi64, lo64);
+                self.sync(eip);
+                let zero = self.b.ins().icmp_imm_u(IntCC::Equal, d, 0);
+                let bad = if m == Mnemonic::Idiv {
+                    let m1 = self.b.ins().icmp_imm_s(IntCC::Equal, d, -1);
+                    self.b.ins().bor(zero, m1)
+                } else {
+                    zero
+                };
+                self.side_exit_if(bad, insn_ptr);
+                let (q, r) = if m == Mnemonic::Div {
+                    let d64 = self.b.ins().uextend(I64, d);
+                    (self.b.ins().udiv(n, d64), self.b.ins().urem(n, d64))
+                } else {
+                    let d64 = self.b.ins().sextend(I64, d);
+                    (self.b.ins().sdiv(n, d64), self.b.ins().srem(n, d64))
+                };
+                let q32 = self.b.ins().ireduce(I32, q);
+                let over = if m == Mnemonic::Div {
+                    self.b
+                        .ins()
+                        .icmp_imm_u(IntCC::UnsignedGreaterThan, q, 0xffff_ffff)
+                } else {
+                    let back = self.b.ins().sextend(I64, q32);
+                    self.b.ins().icmp(IntCC::NotEqual, back, q)
+                };
+                self.side_exit_if(over, insn_ptr);
+                let r32 = self.b.ins().ireduce(I32, r);
+                self.set_reg32(crate::state::EAX, q32);
+                self.set_reg32(crate::state::EDX, r32);
+                // Flags are undefined after DIV: the interpreter keeps them.
             }
             Mnemonic::Xchg => {
                 let a = self.read_op(insn, 0);
