@@ -67,6 +67,40 @@ pub fn step<M: Memory, E: Env>(
     }
 }
 
+/// Which module executes an instruction; the JIT picks it once at
+/// translation time and calls `step_family` to skip the dispatch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    X87,
+    Any,
+}
+
+pub fn family(insn: &Instruction) -> Family {
+    if !insn.is_string_instruction() && fpu::decode(insn).is_some() {
+        Family::X87
+    } else {
+        Family::Any
+    }
+}
+
+/// `step` for an instruction of a known family.
+pub fn step_family<M: Memory, E: Env>(
+    cpu: &mut CpuState,
+    mem: &mut M,
+    env: &mut E,
+    insn: &Instruction,
+    fam: Family,
+) -> Result<(), Exception> {
+    if fam == Family::X87 {
+        // x87 instructions never branch and never trap past themselves.
+        if fpu::exec(cpu, mem, insn)?.is_some() {
+            cpu.eip = insn.next_ip32();
+            return Ok(());
+        }
+    }
+    step(cpu, mem, env, insn)
+}
+
 /// Decodes the instruction at `cpu.eip`.
 pub fn decode<M: Memory>(cpu: &CpuState, mem: &mut M) -> Result<Instruction, Exception> {
     let mut buf = [0u8; 15];

@@ -286,6 +286,25 @@ extern "C" fn helper_step<M: Memory, E: Env>(
     }
 }
 
+/// The helper for x87 instructions: straight to the FPU module.
+extern "C" fn helper_x87<M: Memory, E: Env>(
+    cpu: *mut CpuState,
+    ctx: *mut RunCtx<M, E>,
+    insn: *const Instruction,
+) -> u64 {
+    // SAFETY: as in `helper_step`.
+    let (cpu, ctx, insn) = unsafe { (&mut *cpu, &mut *ctx, &*insn) };
+    // SAFETY: as in `helper_step`.
+    let (mem, env) = unsafe { (&mut *ctx.mem, &mut *ctx.env) };
+    match interp::step_family(cpu, mem, env, insn, interp::Family::X87) {
+        Ok(()) => EXIT_NEXT,
+        Err(e) => {
+            ctx.exception = Some(e);
+            EXIT_EXCEPTION
+        }
+    }
+}
+
 extern "C" fn helper_cond(cpu: *const CpuState, cc: u32) -> u32 {
     // SAFETY: translated code passes the CpuState it runs on.
     let cpu = unsafe { &*cpu };
@@ -621,6 +640,7 @@ impl Engine {
         self.ctx.func.signature = sig.clone();
         let helpers = Helpers {
             step: helper_step::<M, E> as *const () as usize,
+            x87: helper_x87::<M, E> as *const () as usize,
             cond: helper_cond as *const () as usize,
             front: self.front.as_ptr() as usize,
             front_mask: (FRONT_CACHE - 1) as u32,

@@ -37,6 +37,8 @@ pub const EXIT_SMC: u64 = 3;
 pub struct Helpers {
     /// `fn(cpu, ctx, insn: *const Instruction) -> u64` (0 or EXIT_EXCEPTION)
     pub step: usize,
+    /// The same for x87 instructions, without the general dispatch.
+    pub x87: usize,
     /// `fn(cpu, cc: u32) -> u32`
     pub cond: usize,
     /// The engine's front cache: `FRONT_CACHE` entries of (eip: u64, code:
@@ -1120,7 +1122,13 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// must end after it (it may have changed EIP).
     fn call_step(&mut self, insn: &Instruction, insn_ptr: *const Instruction) {
         self.sync(insn.ip32());
-        let callee = self.b.ins().iconst(I64, self.helpers.step as i64);
+        let x87 = crate::interp::family(insn) == crate::interp::Family::X87;
+        let helper = if x87 {
+            self.helpers.x87
+        } else {
+            self.helpers.step
+        };
+        let callee = self.b.ins().iconst(I64, helper as i64);
         let p = self.b.ins().iconst(I64, insn_ptr as i64);
         let call = self
             .b
@@ -1130,8 +1138,13 @@ impl<'a, 'b> Translator<'a, 'b> {
         let cont = self.b.create_block();
         self.b.ins().brif(r, self.exit, &[r.into()], cont, &[]);
         self.b.switch_to_block(cont);
-        // The helper may have changed anything.
-        self.regs = [None; 8];
+        // The helper may have changed anything; an x87 instruction only
+        // EAX (FNSTSW AX) and the flags (FCOMI).
+        if x87 {
+            self.regs[crate::state::EAX] = None;
+        } else {
+            self.regs = [None; 8];
+        }
         self.flags = None;
         self.eip_in_state = None;
     }
