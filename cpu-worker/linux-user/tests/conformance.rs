@@ -225,3 +225,15 @@ fn self_modifying_code() {
     assert_eq!(e.status, n.status);
     assert!(e.stdout.contains("total 2400"), "{}", e.stdout);
 }
+
+#[test]
+fn faults_in_translated_code() {
+    // The faulting load is in a hot loop: si_addr and the EIP in the
+    // signal context must be those of the native run.
+    let p = build("jitfault");
+    let n = native(&p, &[]);
+    let e = emulated(&p, &[]);
+    assert_eq!(e.stdout, n.stdout, "emulated stderr: {}", e.stderr);
+    assert_eq!(e.status, n.status);
+    assert!(e.stdout.contains("fault 3: offset 8192"), "{}", e.stdout);
+}

@@ -58,6 +58,8 @@ pub struct JitThread {
     /// code from one in a helper.
     pub code_lo: Cell<usize>,
     pub code_hi: Cell<usize>,
+    /// Host PC of the last fault recovered from.
+    pub fault_rip: Cell<usize>,
 }
 
 thread_local! {
@@ -67,6 +69,7 @@ thread_local! {
             active: Cell::new(false),
             code_lo: Cell::new(0),
             code_hi: Cell::new(0),
+            fault_rip: Cell::new(0),
         }
     };
 }
@@ -109,6 +112,7 @@ pub unsafe fn recover_from_fault(uc: *mut libc::c_void, exit_code: u64) -> bool 
         if rip < t.code_lo.get() || rip >= t.code_hi.get() {
             return false;
         }
+        t.fault_rip.set(rip);
         gregs[libc::REG_RSP as usize] = t.saved_sp.get() as i64;
         gregs[libc::REG_RIP as usize] = rqemu_jit_resume as *const () as usize as i64;
         gregs[libc::REG_RAX as usize] = exit_code as i64;

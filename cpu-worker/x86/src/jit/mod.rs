@@ -121,6 +121,9 @@ pub struct Engine {
     /// further up a chain in another... no: one engine per thread).
     dead: Vec<TBlock>,
     shim: *const u8,
+    /// Host code of each block (address -> length and the guest EIP of
+    /// each code range), to find the faulting guest instruction.
+    code_map: std::collections::BTreeMap<usize, (usize, Box<[(u32, u32, u32)]>)>,
     front: Box<[FrontEntry]>,
     ctx: Context,
     fctx: FunctionBuilderContext,
@@ -170,11 +173,15 @@ fn new_isa() -> Result<OwnedTargetIsa, String> {
 /// Compiles the function in `ctx` and copies its code into `buf`. The code
 /// must be position-independent (our blocks call helpers through constant
 /// addresses): any relocation is refused.
+/// Machine code placed in the buffer: address, length, disassembly (if
+/// asked for) and the (start, end, guest EIP) ranges of its code.
+type Emitted = (*const u8, usize, Option<String>, Vec<(u32, u32, u32)>);
+
 fn emit(
     isa: &OwnedTargetIsa,
     buf: &mut codebuf::CodeBuf,
     ctx: &mut Context,
-) -> Result<(*const u8, usize, Option<String>), String> {
+) -> Result<Emitted, String> {
     let mut cp = cranelift_codegen::control::ControlPlane::default();
     let compiled = ctx
         .compile(&**isa, &mut cp)
@@ -182,13 +189,20 @@ fn emit(
     if !compiled.buffer.relocs().is_empty() {
         return Err("translated code needs relocation".into());
     }
+    let locs = compiled
+        .buffer
+        .get_srclocs_sorted()
+        .iter()
+        .filter(|l| !l.loc.is_default())
+        .map(|l| (l.start, l.end, l.loc.bits()))
+        .collect();
     let bytes = compiled.code_buffer();
     let text = compiled.vcode.clone();
     let len = bytes.len();
     let p = buf
         .add(bytes)
         .ok_or_else(|| "code buffer full".to_string())?;
-    Ok((p, len, text))
+    Ok((p, len, text, locs))
 }
 
 /// Compiles the System V entry shim of a generation: `fn(cpu, ctx, code)`
@@ -353,6 +367,7 @@ impl Engine {
             chained_to: HashMap::new(),
             dead: Vec::new(),
             shim: std::ptr::null(),
+            code_map: std::collections::BTreeMap::new(),
             front: vec![FRONT_EMPTY; FRONT_CACHE].into_boxed_slice(),
             ctx: Context::new(),
             fctx: FunctionBuilderContext::new(),
@@ -376,6 +391,7 @@ impl Engine {
         self.dead.clear();
         self.counts.clear();
         self.shim = std::ptr::null();
+        self.code_map.clear();
         self.front.fill(FRONT_EMPTY);
         // No translated code runs (we are in the dispatcher) and every
         // pointer into the buffer was dropped just above.
@@ -387,6 +403,18 @@ impl Engine {
             t.code_lo.set(0);
             t.code_hi.set(0);
         });
+    }
+
+    /// The guest instruction whose host code contains `rip`.
+    fn guest_eip_of(&self, rip: usize) -> Option<u32> {
+        let (&start, (len, locs)) = self.code_map.range(..=rip).next_back()?;
+        if rip >= start + len {
+            return None;
+        }
+        let off = (rip - start) as u32;
+        locs.iter()
+            .find(|&&(s, e, _)| off >= s && off < e)
+            .map(|&(_, _, eip)| eip)
     }
 
     /// Drops the translations of the pages in `code_writes` (`u32::MAX`:
@@ -523,6 +551,12 @@ impl Engine {
                     // SAFETY: as above.
                     let m = unsafe { &mut *rctx.mem };
                     let host = m.take_fault();
+                    // Inline accesses do not store EIP: find it from the
+                    // host PC of the fault.
+                    let rip = entry::JIT_THREAD.with(|t| t.fault_rip.get());
+                    if let Some(eip) = self.guest_eip_of(rip) {
+                        cpu.eip = eip;
+                    }
                     let r = interp::decode(cpu, m).and_then(|i| interp::step(cpu, m, env, &i));
                     self.stats.interp_insns += 1;
                     match r {
@@ -669,7 +703,7 @@ impl Engine {
         self.ctx.set_disasm(self.dump_asm);
         let emitted = emit(isa, code_buf, &mut self.ctx);
         self.ctx.clear();
-        let (code, size, text) = match emitted {
+        let (code, size, text, locs) = match emitted {
             Ok(r) => r,
             Err(_) => {
                 // Full buffer: the next attempt starts a new generation.
@@ -683,6 +717,8 @@ impl Engine {
         if PERF_MAP.load(std::sync::atomic::Ordering::Relaxed) {
             perf_map_add(code as usize, size, start);
         }
+        self.code_map
+            .insert(code as usize, (size, locs.into_boxed_slice()));
         mem.protect_code(pages.0);
         self.page_blocks.entry(pages.0).or_default().push(start);
         if pages.1 != pages.0 {

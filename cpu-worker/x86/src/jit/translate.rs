@@ -595,8 +595,8 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.ins().iadd(self.base, wide)
     }
 
-    fn load(&mut self, eip: u32, addr: Value, bytes: u32) -> Value {
-        self.sync(eip);
+    fn load(&mut self, _eip: u32, addr: Value, bytes: u32) -> Value {
+        self.sync_regs_and_flags();
         let h = self.host_addr(addr);
         match bytes {
             1 => self.b.ins().uload8(I32, mf(), h, 0),
@@ -605,8 +605,8 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
     }
 
-    fn store(&mut self, eip: u32, addr: Value, v: Value, bytes: u32) {
-        self.sync(eip);
+    fn store(&mut self, _eip: u32, addr: Value, v: Value, bytes: u32) {
+        self.sync_regs_and_flags();
         let h = self.host_addr(addr);
         match bytes {
             1 => self.b.ins().istore8(mf(), v, h, 0),
@@ -1159,6 +1159,11 @@ impl<'a, 'b> Translator<'a, 'b> {
     ) -> bool {
         let eip = insn.ip32();
         let next = insn.next_ip32();
+        // Host code made for this instruction carries its EIP: a fault in
+        // translated code finds the guest instruction from the host PC, so
+        // inline accesses need not store EIP first.
+        self.b
+            .set_srcloc(cranelift_codegen::ir::SourceLoc::new(eip));
         self.flags_needed = flags_needed;
         self.live_after = live_after;
         if !lowered(insn) {
