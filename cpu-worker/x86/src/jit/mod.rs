@@ -70,6 +70,9 @@ struct TBlock {
     _slots: Box<ExitSlots>,
 }
 
+/// A block's host code length and the (start, end, guest EIP) ranges of it.
+type CodeInfo = (usize, Box<[(u32, u32, u32)]>);
+
 /// A front-cache entry, read by translated code for indirect branches.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -123,7 +126,7 @@ pub struct Engine {
     shim: *const u8,
     /// Host code of each block (address -> length and the guest EIP of
     /// each code range), to find the faulting guest instruction.
-    code_map: std::collections::BTreeMap<usize, (usize, Box<[(u32, u32, u32)]>)>,
+    code_map: std::collections::BTreeMap<usize, CodeInfo>,
     front: Box<[FrontEntry]>,
     ctx: Context,
     fctx: FunctionBuilderContext,
