@@ -1191,19 +1191,13 @@ impl<'a, 'b> Translator<'a, 'b> {
             return true;
         }
         let m = insn.mnemonic();
-        let cl_shift = matches!(
-            m,
-            Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar
-        ) && insn.op_count() == 2
-            && insn.op_kind(1) == OpKind::Register;
         // BT writes CF and leaves the others undefined (kept by the
         // interpreter): lowered when only CF can be read afterwards.
         let bt_keeps_flags = m == Mnemonic::Bt && live_after & (ARITH & !0x10) != 0;
-        if (matches!(
+        if matches!(
             m,
             Mnemonic::Rol | Mnemonic::Ror | Mnemonic::Shld | Mnemonic::Shrd
-        ) || cl_shift)
-            && flags_needed != 0
+        ) && flags_needed != 0
             || bt_keeps_flags
         {
             // Rotates keep SF/ZF/AF/PF: their flags go through the
@@ -1297,9 +1291,12 @@ impl<'a, 'b> Translator<'a, 'b> {
             Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar
                 if insn.op_count() == 2 && insn.op_kind(1) == OpKind::Register =>
             {
-                // By CL, flags dead (see above): the host shift masks the
-                // count to 5 bits as x86 does.
-                let count = self.read_reg(Register::CL);
+                // By CL (32-bit): the host shift masks the count to 5 bits
+                // as x86 does. A zero count changes neither the flags nor
+                // (for a memory operand) the value: with live flags the new
+                // record is selected against the stored one, branch-free.
+                let cl = self.read_reg(Register::CL);
+                let count = self.b.ins().band_imm_u(cl, 31);
                 let (a, addr) = self.read_rmw(insn);
                 let r = match m {
                     Mnemonic::Shr => self.b.ins().ushr(a, count),
@@ -1307,6 +1304,37 @@ impl<'a, 'b> Translator<'a, 'b> {
                     _ => self.b.ins().ishl(a, count),
                 };
                 self.write_op(insn, 0, addr, r);
+                if self.flags_needed != 0 {
+                    let one = self.iconst(1);
+                    let cm1 = self.b.ins().isub(count, one);
+                    let before = match m {
+                        Mnemonic::Shr => self.b.ins().ushr(a, cm1),
+                        Mnemonic::Sar => self.b.ins().sshr(a, cm1),
+                        _ => self.b.ins().ishl(a, cm1),
+                    };
+                    let kind = match m {
+                        Mnemonic::Shr => CcOp::Shr,
+                        Mnemonic::Sar => CcOp::Sar,
+                        _ => CcOp::Shl,
+                    };
+                    self.sync_flags();
+                    let zero = self.b.ins().icmp_imm_u(IntCC::Equal, count, 0);
+                    let new_op = self.iconst(flags::op(kind, 4));
+                    let fields = [
+                        (CC_OP_OFF, new_op),
+                        (CC_DST_OFF, r),
+                        (CC_SRC_OFF, before),
+                        (CC_SRC2_OFF, a),
+                    ];
+                    for (off, v) in fields {
+                        let old = self.b.ins().load(I32, sf(), self.cpu, off);
+                        let nv = self.b.ins().select(zero, old, v);
+                        self.b.ins().store(sf(), nv, self.cpu, off);
+                    }
+                    // The record is in the state now.
+                    self.flags = None;
+                    self.flags_dirty = false;
+                }
             }
             Mnemonic::Bt => {
                 let v = self.read_op(insn, 0);
