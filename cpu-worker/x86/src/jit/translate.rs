@@ -565,8 +565,21 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.flags_dirty = true;
     }
 
-    /// Linear address of the memory operand.
+    /// Linear address of the memory operand. Only FS and GS bases are
+    /// added: user mode's other segments are flat (the interpreter, used by
+    /// the system emulator's modes later, adds every base).
     fn ea(&mut self, insn: &Instruction) -> Value {
+        let mut a = self.offset_value(insn);
+        let seg = crate::interp::operand::seg_index(insn.memory_segment());
+        if seg == crate::state::FS || seg == crate::state::GS {
+            let base = self.b.ins().load(I32, sf(), self.cpu, seg_base_off(seg));
+            a = self.b.ins().iadd(a, base);
+        }
+        a
+    }
+
+    /// The offset part of the memory operand (what LEA computes).
+    fn offset_value(&mut self, insn: &Instruction) -> Value {
         let mut a = self.iconst(insn.memory_displacement32());
         if insn.memory_base() != Register::None {
             let r = self.read_reg(insn.memory_base());
@@ -581,11 +594,6 @@ impl<'a, 'b> Translator<'a, 'b> {
                 r
             };
             a = self.b.ins().iadd(a, scaled);
-        }
-        let seg = crate::interp::operand::seg_index(insn.memory_segment());
-        if seg == crate::state::FS || seg == crate::state::GS {
-            let base = self.b.ins().load(I32, sf(), self.cpu, seg_base_off(seg));
-            a = self.b.ins().iadd(a, base);
         }
         a
     }
@@ -1428,21 +1436,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             }
             Mnemonic::Lea => {
                 // LEA ignores the segment base.
-                let mut a = self.iconst(insn.memory_displacement32());
-                if insn.memory_base() != Register::None {
-                    let r = self.read_reg(insn.memory_base());
-                    a = self.b.ins().iadd(a, r);
-                }
-                if insn.memory_index() != Register::None {
-                    let r = self.read_reg(insn.memory_index());
-                    let s = insn.memory_index_scale();
-                    let scaled = if s > 1 {
-                        self.b.ins().ishl_imm_u(r, s.trailing_zeros() as i64)
-                    } else {
-                        r
-                    };
-                    a = self.b.ins().iadd(a, scaled);
-                }
+                let a = self.offset_value(insn);
                 self.write_op(insn, 0, None, a);
             }
             Mnemonic::Add
