@@ -25,6 +25,11 @@ pub fn work_dir() -> PathBuf {
 /// Builds tests/linux-user/NAME.c into a static i386 binary (once per
 /// source change).
 pub fn build(name: &str) -> PathBuf {
+    // Tests run in parallel and several build the same program: one build
+    // at a time, into a temporary name renamed into place, so no test runs
+    // a file another gcc still has open for writing (ETXTBSY).
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
     let src = src_dir().join(format!("{name}.c"));
     let out = work_dir().join(name);
     let fresh = match (std::fs::metadata(&src), std::fs::metadata(&out)) {
@@ -32,13 +37,15 @@ pub fn build(name: &str) -> PathBuf {
         _ => false,
     };
     if !fresh {
+        let tmp = work_dir().join(format!("{name}.tmp{}", std::process::id()));
         let st = Command::new("gcc")
             .args(["-m32", "-static", "-O2", "-pthread", "-o"])
-            .arg(&out)
+            .arg(&tmp)
             .arg(&src)
             .status()
             .expect("run gcc (gcc-multilib is needed for -m32)");
         assert!(st.success(), "gcc -m32 failed on {}", src.display());
+        std::fs::rename(&tmp, &out).expect("move the built program into place");
     }
     out
 }
