@@ -206,9 +206,6 @@ impl x86::jit::DirectMemory for JitMemory<'_, '_> {
     fn take_code_writes(&mut self, out: &mut Vec<u32>) {
         self.mem.space.code_writes_since(self.code_seq, out);
     }
-    fn take_fault(&mut self) -> Option<x86::mem::MemFault> {
-        None
-    }
 }
 
 impl Default for Engine {

@@ -168,9 +168,6 @@ impl Vmas {
 }
 
 pub struct AddressSpace {
-    /// Bumped by every change of the mapping table: cached decodings of
-    /// read-only code stay valid while it is unchanged.
-    generation: std::sync::atomic::AtomicU64,
     base: usize,
     pages: Box<[AtomicU8]>,
     vmas: Mutex<Vmas>,
@@ -229,7 +226,6 @@ impl AddressSpace {
         }
         let pages = (0..PAGES).map(|_| AtomicU8::new(0)).collect();
         Ok(AddressSpace {
-            generation: std::sync::atomic::AtomicU64::new(0),
             base: p as usize,
             pages,
             vmas: Mutex::new(Vmas::default()),
@@ -328,7 +324,6 @@ impl AddressSpace {
     }
 
     fn set_page_flags(&self, start: u64, end: u64, bits: u8) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
         for p in (start >> 12)..(end >> 12) {
             let old = self.pages[p as usize].swap(bits, Ordering::AcqRel);
             if old & P_CODE != 0 {

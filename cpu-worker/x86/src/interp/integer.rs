@@ -972,38 +972,8 @@ pub fn exec<M: Memory, E: Env>(
         {
             let c = flags::condition(cpu, cc_index(insn.condition_code()));
             match m {
-                Mnemonic::Seta
-                | Mnemonic::Setae
-                | Mnemonic::Setb
-                | Mnemonic::Setbe
-                | Mnemonic::Sete
-                | Mnemonic::Setg
-                | Mnemonic::Setge
-                | Mnemonic::Setl
-                | Mnemonic::Setle
-                | Mnemonic::Setne
-                | Mnemonic::Setno
-                | Mnemonic::Setnp
-                | Mnemonic::Setns
-                | Mnemonic::Seto
-                | Mnemonic::Setp
-                | Mnemonic::Sets => write_op(cpu, mem, insn, 0, c as u32)?,
-                Mnemonic::Cmova
-                | Mnemonic::Cmovae
-                | Mnemonic::Cmovb
-                | Mnemonic::Cmovbe
-                | Mnemonic::Cmove
-                | Mnemonic::Cmovg
-                | Mnemonic::Cmovge
-                | Mnemonic::Cmovl
-                | Mnemonic::Cmovle
-                | Mnemonic::Cmovne
-                | Mnemonic::Cmovno
-                | Mnemonic::Cmovnp
-                | Mnemonic::Cmovns
-                | Mnemonic::Cmovo
-                | Mnemonic::Cmovp
-                | Mnemonic::Cmovs => {
+                _ if super::is_setcc(m) => write_op(cpu, mem, insn, 0, c as u32)?,
+                _ if super::is_cmovcc(m) => {
                     // The source is read (and may fault) even when false.
                     let v = read_op(cpu, mem, insn, 1)?;
                     if c {

@@ -67,6 +67,52 @@ pub fn step<M: Memory, E: Env>(
     }
 }
 
+/// SETcc, any condition.
+pub fn is_setcc(m: Mnemonic) -> bool {
+    matches!(
+        m,
+        Mnemonic::Seta
+            | Mnemonic::Setae
+            | Mnemonic::Setb
+            | Mnemonic::Setbe
+            | Mnemonic::Sete
+            | Mnemonic::Setg
+            | Mnemonic::Setge
+            | Mnemonic::Setl
+            | Mnemonic::Setle
+            | Mnemonic::Setne
+            | Mnemonic::Setno
+            | Mnemonic::Setnp
+            | Mnemonic::Setns
+            | Mnemonic::Seto
+            | Mnemonic::Setp
+            | Mnemonic::Sets
+    )
+}
+
+/// CMOVcc, any condition.
+pub fn is_cmovcc(m: Mnemonic) -> bool {
+    matches!(
+        m,
+        Mnemonic::Cmova
+            | Mnemonic::Cmovae
+            | Mnemonic::Cmovb
+            | Mnemonic::Cmovbe
+            | Mnemonic::Cmove
+            | Mnemonic::Cmovg
+            | Mnemonic::Cmovge
+            | Mnemonic::Cmovl
+            | Mnemonic::Cmovle
+            | Mnemonic::Cmovne
+            | Mnemonic::Cmovno
+            | Mnemonic::Cmovnp
+            | Mnemonic::Cmovns
+            | Mnemonic::Cmovo
+            | Mnemonic::Cmovp
+            | Mnemonic::Cmovs
+    )
+}
+
 /// Which module executes an instruction; the JIT picks it once at
 /// translation time and calls `step_family` to skip the dispatch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

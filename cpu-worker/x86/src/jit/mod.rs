@@ -23,10 +23,10 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use iced_x86::Instruction;
 
 pub use entry::recover_from_fault;
-use translate::{ExitSlots, Helpers, Translator, EXIT_EXCEPTION, EXIT_FAULT, EXIT_NEXT, EXIT_SMC};
+use translate::{ExitSlots, Helpers, Translator, EXIT_EXCEPTION, EXIT_FAULT, EXIT_NEXT};
 
 use crate::interp::{self, Env};
-use crate::mem::{Exception, MemFault, Memory};
+use crate::mem::{Exception, Memory};
 use crate::state::CpuState;
 
 /// A guest memory that the translated code may access directly.
@@ -41,9 +41,6 @@ pub trait DirectMemory: Memory {
     fn protect_code(&mut self, page: u32);
     /// Appends the code pages written since the last call.
     fn take_code_writes(&mut self, out: &mut Vec<u32>);
-    /// The guest fault recorded by the signal handler before it made the
-    /// block exit with `EXIT_FAULT`.
-    fn take_fault(&mut self) -> Option<MemFault>;
 }
 
 /// Why `Engine::run` returned.
@@ -553,7 +550,6 @@ impl Engine {
                     // first inaccessible byte, ...).
                     // SAFETY: as above.
                     let m = unsafe { &mut *rctx.mem };
-                    let host = m.take_fault();
                     // Inline accesses do not store EIP: find it from the
                     // host PC of the fault.
                     let rip = entry::JIT_THREAD.with(|t| t.fault_rip.get());
@@ -562,24 +558,8 @@ impl Engine {
                     }
                     let r = interp::decode(cpu, m).and_then(|i| interp::step(cpu, m, env, &i));
                     self.stats.interp_insns += 1;
-                    match r {
-                        Err(e) => return Stop::Exception(e),
-                        // The access succeeds now (another thread changed
-                        // the mapping): carry on.
-                        Ok(()) => {
-                            let _ = host;
-                        }
-                    }
-                }
-                EXIT_SMC => {
-                    // A store hit a page with translated code: drop those
-                    // translations, then run the store in the interpreter.
-                    // SAFETY: as above.
-                    let m = unsafe { &mut *rctx.mem };
-                    m.take_code_writes(&mut self.code_writes);
-                    self.apply_code_writes();
-                    let r = interp::decode(cpu, m).and_then(|i| interp::step(cpu, m, env, &i));
-                    self.stats.interp_insns += 1;
+                    // If it succeeds now (a write to a page with translated
+                    // code, or another thread changed the mapping): carry on.
                     if let Err(e) = r {
                         return Stop::Exception(e);
                     }

@@ -2,6 +2,7 @@
 //! the engine with translation must end in the same state.
 
 use super::*;
+use crate::mem::MemFault;
 use crate::state::{EAX, EBX, ECX, EDX, ESI, ESP};
 
 /// 16 MiB of read-write guest memory at guest address 0 inside a 4 GiB
@@ -102,9 +103,6 @@ impl DirectMemory for Space {
     }
     fn protect_code(&mut self, _page: u32) {}
     fn take_code_writes(&mut self, _out: &mut Vec<u32>) {}
-    fn take_fault(&mut self) -> Option<MemFault> {
-        None
-    }
 }
 
 struct NoEnv;

@@ -30,7 +30,6 @@ pub const EXIT_NEXT: u64 = 0;
 pub const EXIT_EXCEPTION: u64 = 1;
 /// Set by the fault handler through `recover_from_fault`.
 pub const EXIT_FAULT: u64 = 2;
-pub const EXIT_SMC: u64 = 3;
 
 /// Addresses of the helpers a block may call.
 #[derive(Clone, Copy)]
@@ -226,7 +225,7 @@ pub fn lowered(insn: &Instruction) -> bool {
         Mnemonic::Cmpxchg | Mnemonic::Xadd => atomic_ok && insn.op_kind(0) == OpKind::Memory,
         Mnemonic::Div | Mnemonic::Idiv => op_bytes(insn, 0) == 4,
         _ if insn.is_jcc_short_or_near() => true,
-        m if is_setcc(m) || is_cmovcc(m) => true,
+        m if crate::interp::is_setcc(m) || crate::interp::is_cmovcc(m) => true,
         _ => false,
     }
 }
@@ -334,50 +333,6 @@ pub fn flag_liveness(insns: &[Instruction]) -> Vec<(u32, u32)> {
         live = (live & !modified) | read;
     }
     needed
-}
-
-fn is_setcc(m: Mnemonic) -> bool {
-    matches!(
-        m,
-        Mnemonic::Seta
-            | Mnemonic::Setae
-            | Mnemonic::Setb
-            | Mnemonic::Setbe
-            | Mnemonic::Sete
-            | Mnemonic::Setg
-            | Mnemonic::Setge
-            | Mnemonic::Setl
-            | Mnemonic::Setle
-            | Mnemonic::Setne
-            | Mnemonic::Setno
-            | Mnemonic::Setnp
-            | Mnemonic::Setns
-            | Mnemonic::Seto
-            | Mnemonic::Setp
-            | Mnemonic::Sets
-    )
-}
-
-fn is_cmovcc(m: Mnemonic) -> bool {
-    matches!(
-        m,
-        Mnemonic::Cmova
-            | Mnemonic::Cmovae
-            | Mnemonic::Cmovb
-            | Mnemonic::Cmovbe
-            | Mnemonic::Cmove
-            | Mnemonic::Cmovg
-            | Mnemonic::Cmovge
-            | Mnemonic::Cmovl
-            | Mnemonic::Cmovle
-            | Mnemonic::Cmovne
-            | Mnemonic::Cmovno
-            | Mnemonic::Cmovnp
-            | Mnemonic::Cmovns
-            | Mnemonic::Cmovo
-            | Mnemonic::Cmovp
-            | Mnemonic::Cmovs
-    )
 }
 
 fn size_mask(bytes: u32) -> i64 {
@@ -603,7 +558,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.ins().iadd(self.base, wide)
     }
 
-    fn load(&mut self, _eip: u32, addr: Value, bytes: u32) -> Value {
+    fn load(&mut self, addr: Value, bytes: u32) -> Value {
         self.sync_regs_and_flags();
         let h = self.host_addr(addr);
         match bytes {
@@ -613,7 +568,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
     }
 
-    fn store(&mut self, _eip: u32, addr: Value, v: Value, bytes: u32) {
+    fn store(&mut self, addr: Value, v: Value, bytes: u32) {
         self.sync_regs_and_flags();
         let h = self.host_addr(addr);
         match bytes {
@@ -628,7 +583,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             OpKind::Register => self.read_reg(insn.op_register(i)),
             OpKind::Memory => {
                 let a = self.ea(insn);
-                self.load(insn.ip32(), a, op_bytes(insn, i))
+                self.load(a, op_bytes(insn, i))
             }
             OpKind::Immediate8 => self.iconst(insn.immediate8() as u32),
             OpKind::Immediate16 => self.iconst(insn.immediate16() as u32),
@@ -648,7 +603,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                     Some(a) => a,
                     None => self.ea(insn),
                 };
-                self.store(insn.ip32(), a, v, op_bytes(insn, i));
+                self.store(a, v, op_bytes(insn, i));
             }
         }
     }
@@ -657,7 +612,7 @@ impl<'a, 'b> Translator<'a, 'b> {
     fn read_rmw(&mut self, insn: &Instruction) -> (Value, Option<Value>) {
         if insn.op_kind(0) == OpKind::Memory {
             let a = self.ea(insn);
-            let v = self.load(insn.ip32(), a, op_bytes(insn, 0));
+            let v = self.load(a, op_bytes(insn, 0));
             (v, Some(a))
         } else {
             (self.read_reg(insn.op_register(0)), None)
@@ -686,10 +641,10 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
     }
 
-    fn push(&mut self, eip: u32, v: Value) {
+    fn push(&mut self, v: Value) {
         let sp = self.reg32(ESP);
         let nsp = self.b.ins().iadd_imm_s(sp, -4);
-        self.store(eip, nsp, v, 4);
+        self.store(nsp, v, 4);
         self.set_reg32(ESP, nsp);
     }
 
@@ -1691,11 +1646,11 @@ impl<'a, 'b> Translator<'a, 'b> {
                     OpKind::Immediate8to32 => self.iconst(insn.immediate8to32() as u32),
                     _ => self.read_op(insn, 0),
                 };
-                self.push(eip, v);
+                self.push(v);
             }
             Mnemonic::Pop => {
                 let sp = self.reg32(ESP);
-                let v = self.load(eip, sp, 4);
+                let v = self.load(sp, 4);
                 let nsp = self.b.ins().iadd_imm_s(sp, 4);
                 if insn.op_kind(0) == OpKind::Register {
                     self.set_reg32(ESP, nsp);
@@ -1707,26 +1662,26 @@ impl<'a, 'b> Translator<'a, 'b> {
                     self.regs[ESP] = Some(nsp);
                     let a = self.ea(insn);
                     self.regs[ESP] = old;
-                    self.store(eip, a, v, 4);
+                    self.store(a, v, 4);
                     self.set_reg32(ESP, nsp);
                 }
             }
             Mnemonic::Call => {
                 if insn.op_kind(0) == OpKind::NearBranch32 {
                     let ret = self.iconst(next);
-                    self.push(eip, ret);
+                    self.push(ret);
                     self.end_at_const(insn.near_branch32());
                 } else {
                     let target = self.read_op(insn, 0);
                     let ret = self.iconst(next);
-                    self.push(eip, ret);
+                    self.push(ret);
                     self.end_at(target);
                 }
                 return false;
             }
             Mnemonic::Ret => {
                 let sp = self.reg32(ESP);
-                let t = self.load(eip, sp, 4);
+                let t = self.load(sp, 4);
                 let extra = if insn.op_count() > 0 {
                     insn.immediate16() as i64
                 } else {
@@ -1760,13 +1715,13 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.end_at_const(next);
                 return false;
             }
-            _ if is_setcc(m) => {
+            _ if crate::interp::is_setcc(m) => {
                 let cc = (insn.condition_code() as u8).wrapping_sub(1) & 15;
                 let c = self.condition(cc);
                 let v = self.b.ins().uextend(I32, c);
                 self.write_op(insn, 0, None, v);
             }
-            _ if is_cmovcc(m) => {
+            _ if crate::interp::is_cmovcc(m) => {
                 let cc = (insn.condition_code() as u8).wrapping_sub(1) & 15;
                 let src = self.read_op(insn, 1);
                 let c = self.condition(cc);

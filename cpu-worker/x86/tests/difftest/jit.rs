@@ -15,25 +15,15 @@ use super::harness::{Executor, NoEnv, Stop, TestMemory};
 
 thread_local! {
     static BASE: Cell<usize> = const { Cell::new(0) };
-    static FAULT: Cell<Option<MemFault>> = const { Cell::new(None) };
 }
 
 extern "C" fn on_segv(_sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo and ucontext.
-    let (addr, err) = unsafe {
-        let a = (*info).si_addr() as usize;
-        let e = (*(uc as *mut libc::ucontext_t)).uc_mcontext.gregs[libc::REG_ERR as usize];
-        (a, e)
-    };
+    // SAFETY: the kernel passes a valid siginfo.
+    let addr = unsafe { (*info).si_addr() as usize };
     let base = BASE.with(|b| b.get());
+    // The engine re-runs the faulting instruction in the interpreter for
+    // the exact exception: only leaving the block is needed here.
     if base != 0 && addr >= base && addr - base < (1usize << 32) {
-        FAULT.with(|f| {
-            f.set(Some(MemFault {
-                addr: (addr - base) as u32,
-                write: err & 2 != 0,
-                protection: err & 1 != 0,
-            }))
-        });
         // SAFETY: `uc` is this handler's context.
         if unsafe { recover_from_fault(uc, EXIT_FAULT) } {
             return;
@@ -217,9 +207,6 @@ impl DirectMemory for HostSpace {
     }
     fn protect_code(&mut self, _page: u32) {}
     fn take_code_writes(&mut self, _out: &mut Vec<u32>) {}
-    fn take_fault(&mut self) -> Option<MemFault> {
-        FAULT.with(|f| f.take())
-    }
 }
 
 /// Runs cases with every block translated on first execution.
